@@ -1,0 +1,136 @@
+"""Configuration: schema validation with defaults, semantic checks, and section digests.
+
+The Snakefile calls `load_config` before any job is planned, so a bad `config.yaml` stops
+the run with the offending key named, instead of failing hours later inside a job.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+FULL_FORCE_LOSSES = ("L_z", "L_x")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key."""
+
+
+def _validator_with_defaults(schema: dict) -> jsonschema.protocols.Validator:
+    """A Draft 2020-12 validator that fills in each property's `default` before checking it."""
+    base = jsonschema.Draft202012Validator
+
+    def properties_with_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    cls = jsonschema.validators.extend(base, {"properties": properties_with_defaults})
+    return cls(schema)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line naming the key, the problem and, where the schema says, what is allowed."""
+    key = error.json_path.removeprefix("$.") if error.json_path != "$" else "<top level>"
+    message = f"config key '{key}': {error.message}"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        message += f"; allowed keys here: {', '.join(allowed)}"
+    description = error.schema.get("description")
+    if description:
+        message += f" ({description})"
+    return message
+
+
+def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
+    """Validate `config` in place against the schema, filling defaults; raise ConfigError."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = sorted(_validator_with_defaults(schema).iter_errors(config), key=lambda e: e.json_path)
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
+    check_semantics(config)
+    return config
+
+
+def check_semantics(config: dict) -> None:
+    """Checks the schema cannot express: sizes that depend on the system and each other."""
+    from macroclosure.systems import dimensions
+
+    problems = []
+    for name, system in config["systems"].items():
+        prefix = f"systems.{name}"
+        dims = dimensions(name, system["simulate"])
+        latent = system["closure"]["latent_dim"]
+        if latent <= dims.observables:
+            problems.append(
+                f"config key '{prefix}.closure.latent_dim': {latent} must be larger than the "
+                f"number of observables ({dims.observables}) to leave room for a closure"
+            )
+        for p in system["sample"]["fractions"]:
+            if round(p * dims.units) < 1:
+                problems.append(
+                    f"config key '{prefix}.sample.fractions': p = {p} samples no {dims.unit} "
+                    f"of {dims.units} (p * units must be at least 1)"
+                )
+        simulate = system["simulate"]
+        available = simulate["trajectories"]["train"] * (simulate["steps"] // simulate["save_every"] + 1)
+        if system["sample"]["configurations"] > available:
+            problems.append(
+                f"config key '{prefix}.sample.configurations': {system['sample']['configurations']} "
+                f"exceeds the {available} saved training states"
+            )
+        if "L_xp" in system["train"]["losses"] and not partial_fractions(system):
+            problems.append(
+                f"config key '{prefix}.train.losses': L_xp needs a fraction p < 1 in "
+                f"'{prefix}.sample.fractions'"
+            )
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def load_config(path: str | Path) -> dict:
+    """Read, validate and complete a YAML configuration file."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read configuration {path}: {error}") from error
+    return validate(config)
+
+
+def partial_fractions(system: dict) -> list[float]:
+    """The fractions p < 1 that L_xp trains on."""
+    return [p for p in system["sample"]["fractions"] if p < 1]
+
+
+def training_runs(system: dict) -> list[tuple[str, float]]:
+    """Every (loss, p) the system trains: full-force losses at p = 1, L_xp at each p < 1."""
+    runs = [(loss, 1.0) for loss in system["train"]["losses"] if loss in FULL_FORCE_LOSSES]
+    if "L_xp" in system["train"]["losses"]:
+        runs += [("L_xp", p) for p in partial_fractions(system)]
+    return runs
+
+
+def sampled_fractions(system: dict) -> list[float]:
+    """The fractions whose force stores the training runs read."""
+    return sorted({p for _, p in training_runs(system)})
+
+
+def format_fraction(p: float) -> str:
+    """The fraction as it appears in paths: 0.2 -> '0.2', 1.0 -> '1', 1/16 -> '0.0625'."""
+    return f"{p:g}"
+
+
+def digest(section: Any) -> str:
+    """A stable SHA-256 of a configuration section (keys sorted), recorded in every output."""
+    canonical = json.dumps(section, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,65 @@
+"""Microscopic systems behind one small interface.
+
+A system is a `System` record of pure functions. JAX functions (`rhs`, `partial_rhs`) act
+on one state vector `x [N]`; callers vmap them over batches. `observables` is torch, so the
+closure encoder can differentiate through it. Downstream stages rebuild a system from the
+settings recorded in the trajectory store, so the store is the single source of truth.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+
+class Dimensions(NamedTuple):
+    """Sizes of a system, computable from its settings without simulating."""
+
+    dof: int  # N, length of the state vector
+    units: int  # sampling units (grid values, atoms)
+    rows_per_unit: int  # state rows whose rate one unit's force gives
+    observables: int  # m, number of macroscopic observables
+    unit: str  # what one force evaluation is: "coordinate" or "atom"
+
+
+class System(NamedTuple):
+    """A microscopic system: dx/dt = rhs(x), with partial forces and observables."""
+
+    name: str
+    settings: dict
+    dims: Dimensions
+    observable_names: tuple[str, ...]
+    layout: dict  # how the state vector is laid out, recorded in the trajectory store
+    initial_conditions: Callable[[np.random.Generator, int], tuple[np.ndarray, dict[str, np.ndarray]]]
+    rhs: Callable  # x [N] -> f(x) [N]
+    partial_rhs: Callable  # (x [N], units [k]) -> f(x)[unit_rows(units)], computed at O(k) cost
+    unit_rows: Callable  # units [k] -> rows [k * rows_per_unit]
+    observables: Callable  # torch x [..., N] -> [..., m]
+
+
+def _registry() -> dict:
+    from macroclosure.systems import predator_prey
+
+    return {"predator_prey": predator_prey}
+
+
+def known_systems() -> list[str]:
+    return sorted(_registry())
+
+
+def _module(name: str):
+    try:
+        return _registry()[name]
+    except KeyError:
+        raise ValueError(f"unknown system '{name}'; known systems: {', '.join(known_systems())}") from None
+
+
+def dimensions(name: str, settings: dict) -> Dimensions:
+    """Sizes of system `name` with simulation settings `settings`."""
+    return _module(name).dimensions(settings)
+
+
+def build_system(name: str, settings: dict) -> System:
+    """The system `name` with simulation settings `settings`."""
+    return _module(name).build(settings)
