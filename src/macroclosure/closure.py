@@ -1,0 +1,139 @@
+"""Closure autoencoder: analytic observables plus learnt closure variables (METHOD.md "Closure").
+
+The encoder maps a microscopic state x [..., N] to z = (phi*(x), phi_hat(x)) [..., d]; the
+decoder reconstructs x. Training penalises the condition number of J J^T, J = dz/dx, so that
+the pseudo-inverse J^+ used by the micro-space losses stays well behaved.
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import jacrev, vmap
+from tqdm import tqdm
+
+from macroclosure.dynamics import feedforward
+
+
+class Autoencoder(nn.Module):
+    """Encoder = cat(observables, softplus closure network); softplus decoder back to x.
+
+    Both networks work on standardised x, (x - x_mean) / x_std; the statistics are buffers
+    (stored in the state_dict) in the default dtype, defaulting to 0 and 1.
+    """
+
+    def __init__(
+        self,
+        n_dof: int,
+        latent_dim: int,
+        observables: Callable[[Tensor], Tensor],
+        n_observables: int,
+        hidden: Sequence[int] = (32, 32),
+        x_mean: Tensor | None = None,
+        x_std: Tensor | None = None,
+    ):
+        super().__init__()
+        if latent_dim <= n_observables:
+            raise ValueError(
+                f"latent_dim ({latent_dim}) must be larger than n_observables ({n_observables}) "
+                "to leave room for closure variables"
+            )
+        self.observables = observables
+        self.n_observables = n_observables
+        self.latent_dim = latent_dim
+        dtype = torch.get_default_dtype()
+        mean = torch.zeros(n_dof) if x_mean is None else x_mean
+        std = torch.ones(n_dof) if x_std is None else x_std
+        self.register_buffer("x_mean", mean.detach().to(dtype).clone())
+        self.register_buffer("x_std", std.detach().to(dtype).clone())
+        self.closure_net = feedforward([n_dof, *hidden, latent_dim - n_observables], "softplus")
+        self.decoder_net = feedforward([latent_dim, *reversed(hidden), n_dof], "softplus")
+
+    def encode(self, x: Tensor) -> Tensor:
+        """z [..., latent_dim]: the observables first, then the learnt closure variables."""
+        closure = self.closure_net((x - self.x_mean) / self.x_std)
+        return torch.cat([self.observables(x), closure], dim=-1)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Reconstructed x [..., n_dof] in physical units."""
+        return self.decoder_net(z) * self.x_std + self.x_mean
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+
+def encoder_jacobian(model: Autoencoder, x: Tensor) -> Tensor:
+    """J = d encode / dx per sample, [B, N] -> [B, d, N]; differentiable w.r.t. parameters."""
+    return vmap(jacrev(model.encode))(x)
+
+
+def condition_number(J: Tensor, rows: slice | None = None) -> Tensor:
+    """kappa(J J^T) per sample: largest over smallest eigenvalue of the Gram matrix.
+
+    `rows` restricts J to some latent components first (e.g. the closure rows only).
+    """
+    if rows is not None:
+        J = J[..., rows, :]
+    eigenvalues = torch.linalg.eigvalsh(J @ J.mT)
+    return eigenvalues[..., -1] / eigenvalues[..., 0]
+
+
+def autoencoder_loss(
+    model: Autoencoder, x: Tensor, condition_weight: float, penalty_rows: slice | None = None
+) -> dict[str, Tensor]:
+    """Reconstruction MSE (in standardised x units) + condition_weight * mean (kappa - 1)^2."""
+    residual = (model(x) - x) / model.x_std
+    reconstruction = residual.square().mean()
+    kappa = condition_number(encoder_jacobian(model, x), penalty_rows)
+    condition = (kappa - 1).square().mean()
+    return {
+        "total": reconstruction + condition_weight * condition,
+        "reconstruction": reconstruction,
+        "condition": condition,
+    }
+
+
+def pseudo_inverse_rows(J: Tensor, rows: Tensor) -> Tensor:
+    """Rows I of J^+ = J^T (J J^T)^-1 per sample: J [B, d, N], rows [B, k] -> [B, k, d].
+
+    Only the columns J[:, I] are needed besides the Gram matrix, so the cost beyond J J^T
+    is O(k d^2) per sample.
+    """
+    columns = torch.gather(J, 2, rows.unsqueeze(1).expand(-1, J.shape[1], -1))
+    return torch.linalg.solve(J @ J.mT, columns).mT
+
+
+def fit_autoencoder(
+    model: Autoencoder,
+    x_train: Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    condition_weight: float,
+    seed: int,
+    penalty_rows: slice | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Train with Adam on shuffled minibatches (shuffling seeded by `seed`).
+
+    Returns one dict per epoch with the sample-weighted mean of each loss term.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    history = []
+    bar = tqdm(range(1, epochs + 1), desc="autoencoder", disable=not progress, mininterval=2.0)
+    for epoch in bar:
+        sums = {"total": 0.0, "reconstruction": 0.0, "condition": 0.0}
+        for batch in torch.randperm(len(x_train), generator=generator).split(batch_size):
+            losses = autoencoder_loss(model, x_train[batch], condition_weight, penalty_rows)
+            optimizer.zero_grad()
+            losses["total"].backward()
+            optimizer.step()
+            for name in sums:
+                sums[name] += losses[name].item() * len(batch)
+        record = {"epoch": epoch, **{name: value / len(x_train) for name, value in sums.items()}}
+        history.append(record)
+        bar.set_postfix({name: f"{record[name]:.3e}" for name in sums}, refresh=False)
+    return history

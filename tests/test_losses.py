@@ -1,0 +1,50 @@
+import torch
+
+from macroclosure.closure import pseudo_inverse_rows
+from macroclosure.losses import latent_loss, micro_loss
+
+D, N = 3, 20
+
+
+def test_latent_loss_hand_value_and_zero():
+    prediction = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    target = torch.tensor([[0.0, 0.0], [3.0, 2.0]])
+    assert latent_loss(prediction, target) == 4.5  # (1 + 4 + 0 + 4) / 2
+    assert latent_loss(prediction, prediction) == 0
+    assert latent_loss(prediction, prediction + 1e-3) > 0
+
+
+def test_partial_rows_estimate_the_full_micro_loss_without_bias():
+    generator = torch.Generator().manual_seed(0)
+    J = torch.randn(1, D, N, generator=generator, dtype=torch.float64)
+    dzdt = torch.randn(1, D, generator=generator, dtype=torch.float64)
+    force = torch.randn(1, N, generator=generator, dtype=torch.float64)
+    all_rows = torch.arange(N).unsqueeze(0)
+    full = micro_loss(pseudo_inverse_rows(J, all_rows), dzdt, force)
+
+    n_subsets, k = 4000, 5
+    rows = torch.stack([torch.randperm(N, generator=generator)[:k] for _ in range(n_subsets)])
+    J_repeated, dzdt_repeated = J.expand(n_subsets, D, N), dzdt.expand(n_subsets, D)
+    estimate = micro_loss(pseudo_inverse_rows(J_repeated, rows), dzdt_repeated, force[0, rows])
+
+    # exact standard error of a mean of k rows drawn without replacement, over n_subsets draws
+    predicted_force = (pseudo_inverse_rows(J, all_rows) @ dzdt[..., None])[0, :, 0]
+    squared_residuals = (predicted_force - force[0]) ** 2
+    subset_variance = squared_residuals.var(correction=0) / k * (N - k) / (N - 1)
+    standard_error = (subset_variance / n_subsets).sqrt()
+    assert abs(estimate - full) < 4 * standard_error
+    assert subset_variance > 0
+
+
+def test_full_micro_loss_splits_into_latent_and_orthogonal_parts():
+    generator = torch.Generator().manual_seed(1)
+    batch = 4
+    J = torch.linalg.qr(torch.randn(batch, N, D, generator=generator, dtype=torch.float64))[0].mT
+    dzdt = torch.randn(batch, D, generator=generator, dtype=torch.float64)
+    force = torch.randn(batch, N, generator=generator, dtype=torch.float64)
+    pinv = pseudo_inverse_rows(J, torch.arange(N).expand(batch, N))
+
+    latent_target = (J @ force[..., None])[..., 0]
+    orthogonal_force = force - (J.mT @ latent_target[..., None])[..., 0]
+    expected = latent_loss(dzdt, latent_target) + orthogonal_force.square().sum(-1).mean()
+    torch.testing.assert_close(N * micro_loss(pinv, dzdt, force), expected, rtol=1e-12, atol=0)
