@@ -5,14 +5,23 @@ decoder reconstructs x. Training penalises the condition number of J J^T, J = dz
 the pseudo-inverse J^+ used by the micro-space losses stays well behaved.
 """
 
+import json
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import jacrev, vmap
 from tqdm import tqdm
 
 from macroclosure.dynamics import feedforward
+from macroclosure.history import write_history
+from macroclosure.normalisation import Normalisation, fit_normalisation
+from macroclosure.runtime import log, provenance
+from macroclosure.store import StoreError, atomic_directory, open_store, read
+from macroclosure.systems import build_system, system_of
 
 
 class Autoencoder(nn.Module):
@@ -137,3 +146,75 @@ def fit_autoencoder(
         history.append(record)
         bar.set_postfix({name: f"{record[name]:.3e}" for name in sums}, refresh=False)
     return history
+
+
+def encode_trajectories(model: Autoencoder, ds, dtype=torch.float32) -> np.ndarray:
+    """z [trajectory, time, d] of every state in a trajectory store, one trajectory at a time."""
+    with torch.no_grad():
+        return np.stack([
+            model.encode(torch.as_tensor(read(ds, "state", trajectory=i), dtype=dtype)).numpy()
+            for i in range(ds.sizes["trajectory"])
+        ])
+
+
+def build_autoencoder(hparams: dict) -> Autoencoder:
+    """The (untrained) autoencoder described by a closure's hyper-parameters."""
+    system = build_system(hparams["system"], hparams["system_settings"])
+    return Autoencoder(
+        n_dof=system.dims.dof,
+        latent_dim=hparams["latent_dim"],
+        observables=system.observables,
+        n_observables=system.dims.observables,
+        hidden=hparams["hidden"],
+    )
+
+
+def load_closure(directory: str | Path) -> tuple[Autoencoder, dict, Normalisation]:
+    """The trained autoencoder, its hyper-parameters and the latent normalisation."""
+    directory = Path(directory)
+    try:
+        hparams = json.loads((directory / "hparams.json").read_text())
+        model = build_autoencoder(hparams)
+        model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
+        normalisation = Normalisation.load(directory / "normalisation.json")
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise StoreError(directory, f"is not a complete closure: {error}") from error
+    return model.eval(), hparams, normalisation
+
+
+def run_closure(trajectories: str, out: str, settings: dict, device: str = "auto", progress: bool = True) -> None:
+    """Fit the closure autoencoder on every training state and save it with its normalisation."""
+    ds = open_store(trajectories, "trajectories")
+    system = system_of(ds)
+    states = torch.as_tensor(read(ds, "state"), dtype=torch.float32)
+    x = states.reshape(-1, states.shape[-1])
+    hparams = {
+        "system": ds.attrs["system"],
+        "system_settings": system.settings,
+        "latent_dim": settings["latent_dim"],
+        "hidden": settings["hidden"],
+        "provenance": provenance(settings, settings["seed"], device),
+    }
+    torch.manual_seed(settings["seed"])
+    model = build_autoencoder(hparams)
+    model.x_mean.copy_(x.mean(0))
+    model.x_std.copy_(x.std(0).clamp_min(1e-6))
+    log.info("fitting the closure autoencoder: %d states, N = %d, d = %d", len(x), x.shape[1], settings["latent_dim"])
+    start = time.perf_counter()
+    history = fit_autoencoder(
+        model, x,
+        epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
+        weight_decay=settings["weight_decay"], condition_weight=settings["condition_weight"],
+        seed=settings["seed"], progress=progress,
+    )
+    hparams["train_wall_seconds"] = time.perf_counter() - start
+    model.eval()
+    latent = encode_trajectories(model, ds)
+    normalisation = fit_normalisation(latent, float(ds["time"][1] - ds["time"][0]))
+    with atomic_directory(out) as temporary:
+        temporary.mkdir()
+        torch.save(model.state_dict(), temporary / "model.pt")
+        (temporary / "hparams.json").write_text(json.dumps(hparams, indent=2))
+        normalisation.save(temporary / "normalisation.json")
+        write_history(history, temporary / "history.csv")
+    log.info("closure: reconstruction %.3e, condition penalty %.3e", history[-1]["reconstruction"], history[-1]["condition"])

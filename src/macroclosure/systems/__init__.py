@@ -63,3 +63,13 @@ def dimensions(name: str, settings: dict) -> Dimensions:
 def build_system(name: str, settings: dict) -> System:
     """The system `name` with simulation settings `settings`."""
     return _module(name).build(settings)
+
+
+def system_of(ds) -> System:
+    """Rebuild the system a trajectory store was simulated with, in the store's precision."""
+    import json
+
+    from macroclosure.runtime import use_float64
+
+    use_float64(ds["state"].dtype == np.float64)
+    return build_system(ds.attrs["system"], json.loads(ds.attrs["provenance"])["settings"])

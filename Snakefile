@@ -1,0 +1,56 @@
+# macroclosure: closure models from partial microscopic forces.
+# Rules hold wiring only; every stage is a `macroclosure <stage>` command (src/macroclosure).
+import json
+import os
+import sys
+from pathlib import Path
+
+from macroclosure.config import format_fraction, training_runs, validate
+
+configfile: "config.yaml"
+validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+
+# Jobs run the `macroclosure` command of the environment Snakemake itself runs in.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+
+RESULTS = config["results"]
+SYSTEMS = list(config["systems"])
+
+
+wildcard_constraints:
+    system="|".join(SYSTEMS),
+    split="train|test",
+    p=r"[0-9.e-]+",
+    seed=r"\d+",
+    model="[a-z]+",
+    loss="L_[a-z]+",
+
+
+def section(system, stage):
+    """One stage's settings as JSON: a rule reruns only when its own section changes."""
+    return json.dumps(config["systems"][system][stage], sort_keys=True)
+
+
+def run_names(system):
+    """model_loss_pP_seedS of every latent model the system trains."""
+    spec = config["systems"][system]
+    return [
+        f"{model}_{loss}_p{format_fraction(p)}_seed{seed}"
+        for model in spec["train"]["models"]
+        for loss, p in training_runs(spec)
+        for seed in spec["seeds"]
+    ]
+
+
+include: "workflow/rules/simulate.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/closure.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.report.output,

@@ -1,0 +1,90 @@
+"""Evaluation: RK4 rollouts of the learnt latent dynamics against the encoded test truth.
+
+Each test trajectory is encoded, z(t) = phi(x(t)), and dz/dt = g(z) is integrated from z(0)
+on the same time grid. The score is the relative rollout error of the observables,
+e = sum_t |z*_pred(t) - z*(t)| / sum_t |z*(t)| per trajectory, then averaged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from macroclosure.closure import encode_trajectories, load_closure  # noqa: E402
+from macroclosure.dynamics import rk4_rollout  # noqa: E402
+from macroclosure.normalisation import PhysicalRate  # noqa: E402
+from macroclosure.runtime import log  # noqa: E402
+from macroclosure.store import atomic_directory, open_store  # noqa: E402
+from macroclosure.systems import system_of  # noqa: E402
+from macroclosure.train import load_dynamics  # noqa: E402
+
+
+def relative_rollout_error(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per trajectory: sum_t |pred(t) - truth(t)| / sum_t |truth(t)| over [trajectory, time, m].
+
+    A rollout that left the finite numbers scores infinity.
+    """
+    error = np.linalg.norm(predicted - truth, axis=-1).sum(-1) / np.linalg.norm(truth, axis=-1).sum(-1)
+    return np.where(np.isfinite(error), error, np.inf)
+
+
+def rollout(model: torch.nn.Module, z0: np.ndarray, n_steps: int, dt: float, substeps: int) -> np.ndarray:
+    with torch.no_grad():
+        return rk4_rollout(model, torch.as_tensor(z0, dtype=torch.float32), n_steps, dt, substeps).numpy()
+
+
+def plot_rollouts(time: np.ndarray, truth: np.ndarray, predicted: np.ndarray, names: list[str], title: str, path: Path) -> None:
+    """Each latent component against time: truth solid, prediction dashed, one colour per trajectory."""
+    d = truth.shape[-1]
+    figure, axes = plt.subplots(1, d, figsize=(3.2 * d, 3.0), squeeze=False)
+    for component, axis in enumerate(axes[0]):
+        for trajectory in range(truth.shape[0]):
+            colour = f"C{trajectory}"
+            axis.plot(time, truth[trajectory, :, component], color=colour, lw=1.5)
+            axis.plot(time, predicted[trajectory, :, component], color=colour, lw=1.5, ls="--")
+        axis.set_title(names[component])
+        axis.set_xlabel("t")
+    axes[0][0].plot([], [], color="k", label="truth")
+    axes[0][0].plot([], [], color="k", ls="--", label="model")
+    axes[0][0].legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def evaluate(model_dir: str, closure: str, trajectories: str, out: str, settings: dict) -> None:
+    """Score one trained model on the test trajectories; write metrics.json and rollout.png."""
+    autoencoder, closure_hparams, normalisation = load_closure(closure)
+    model, hparams = load_dynamics(model_dir)
+    ds = open_store(trajectories, "trajectories", system=closure_hparams["system"])
+    system = system_of(ds)
+    time = ds["time"].values
+    truth = encode_trajectories(autoencoder, ds)
+    predicted = rollout(PhysicalRate(model, normalisation), truth[:, 0], len(time) - 1, float(time[1] - time[0]), settings["substeps"])
+    m = system.dims.observables
+    errors = relative_rollout_error(predicted[..., :m], truth[..., :m])
+    metrics = {
+        name: hparams[name]
+        for name in ("system", "model", "loss", "p", "seed", "configurations", "force_evaluations",
+                     "force_unit", "force_wall_seconds", "train_wall_seconds")
+    } | {
+        "rollout_error": float(errors.mean()),
+        "rollout_error_per_trajectory": errors.tolist(),
+        "test_trajectories": int(len(errors)),
+    }
+    names = list(system.observable_names) + [f"closure {i + 1}" for i in range(truth.shape[-1] - m)]
+    shown = settings["plot_trajectories"]
+    title = f"{hparams['system']}: {hparams['model']} {hparams['loss']} p={hparams['p']:g} seed {hparams['seed']}, e = {errors.mean():.2e}"
+    with atomic_directory(out) as temporary:
+        temporary.mkdir()
+        (temporary / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        plot_rollouts(time, truth[:shown], predicted[:shown], names, title, temporary / "rollout.png")
+    log.info("rollout error %.3e over %d test trajectories", errors.mean(), len(errors))

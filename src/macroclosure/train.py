@@ -1,0 +1,150 @@
+"""Latent-dynamics training with L_z, L_x or L_x,p (METHOD.md, "Three losses").
+
+The closure is frozen: each sampled configuration is encoded once, z = phi(x), with its
+Jacobian J. L_z needs the full force to form J f; L_x and L_x,p need only the rows
+J+[I, :] for the computed forces f_I (all rows for L_x), so one data path serves both.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from macroclosure.closure import Autoencoder, encoder_jacobian, load_closure, pseudo_inverse_rows
+from macroclosure.dynamics import build_model
+from macroclosure.history import write_history
+from macroclosure.losses import latent_loss, micro_loss
+from macroclosure.normalisation import Normalisation
+from macroclosure.runtime import log, provenance, torch_device
+from macroclosure.store import StoreError, atomic_directory, open_store, read, read_states
+
+JACOBIAN_BATCH = 512
+
+
+def training_tensors(autoencoder: Autoencoder, trajectories, forces, loss: str) -> dict[str, torch.Tensor]:
+    """Per sample: z and either the L_z target J f or the micro-space pair (J+[I, :], f_I).
+
+    J is evaluated in float64 so the pseudo-inverse rows are accurate; results are float32.
+    """
+    n_dof = autoencoder.x_mean.shape[0]
+    index = torch.as_tensor(read(forces, "index"))
+    force = torch.as_tensor(read(forces, "force"), dtype=torch.float64)
+    if loss == "L_z" and index.shape[1] != n_dof:
+        raise StoreError(forces.encoding.get("source"), f"L_z needs every force (p = 1), this store holds {index.shape[1]} of {n_dof} rows")
+    states = read_states(trajectories, read(forces, "trajectory"), read(forces, "time_index"))
+    encoder = autoencoder.double()
+    parts: dict[str, list[torch.Tensor]] = {"z": [], "target": [], "pinv_rows": []}
+    for batch in torch.arange(len(index)).split(JACOBIAN_BATCH):
+        x = torch.as_tensor(states[batch.numpy()], dtype=torch.float64)
+        with torch.no_grad():
+            parts["z"].append(encoder.encode(x))
+            jacobian = encoder_jacobian(encoder, x)
+            if loss == "L_z":
+                full_force = torch.zeros_like(x).scatter_(1, index[batch], force[batch])
+                parts["target"].append(torch.einsum("bdn,bn->bd", jacobian, full_force))
+            else:
+                parts["pinv_rows"].append(pseudo_inverse_rows(jacobian, index[batch]))
+    tensors = {name: torch.cat(values).float() for name, values in parts.items() if values}
+    if loss != "L_z":
+        tensors["force"] = force.float()
+    return tensors
+
+
+def batch_loss(model, loss: str, batch: dict[str, torch.Tensor], scale: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The configured loss on one minibatch; g works in standardised units."""
+    prediction = model((batch["z"] - scale["z_mean"]) / scale["z_std"])
+    if loss == "L_z":
+        return latent_loss(prediction, (batch["target"] - scale["rate_mean"]) / scale["rate_std"])
+    rate = scale["rate_mean"] + scale["rate_std"] * prediction
+    return micro_loss(batch["pinv_rows"], rate, batch["force"])
+
+
+def fit_dynamics(model, loss: str, tensors: dict, normalisation: Normalisation, settings: dict, seed: int, device, progress: bool = True) -> list[dict]:
+    """AdamW (amsgrad) with ReduceLROnPlateau on the epoch loss; returns the per-epoch history."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {name: value.to(device) for name, value in tensors.items()}
+    scale = {name: value.to(device) for name, value in normalisation.tensors().items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=0.0, amsgrad=True)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=settings["plateau_factor"], patience=settings["plateau_patience"]
+    )
+    count = len(tensors["z"])
+    history = []
+    bar = tqdm(range(1, settings["epochs"] + 1), desc=f"train {loss}", disable=not progress, mininterval=2.0)
+    for epoch in bar:
+        total = 0.0
+        for batch in torch.randperm(count, generator=generator).split(settings["batch_size"]):
+            value = batch_loss(model, loss, {name: t[batch.to(device)] for name, t in tensors.items()}, scale)
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+            total += value.item() * len(batch)
+        mean = total / count
+        if not np.isfinite(mean):
+            raise FloatingPointError(f"{loss} became non-finite at epoch {epoch}; lower the learning rate")
+        scheduler.step(mean)
+        history.append({"epoch": epoch, "loss": mean, "lr": optimizer.param_groups[0]["lr"]})
+        bar.set_postfix(loss=f"{mean:.3e}", refresh=False)
+    return history
+
+
+def train(trajectories: str, forces: str, closure: str, out: str, model_name: str, loss: str, seed: int, settings: dict, device: str = "auto", progress: bool = True) -> None:
+    """Train one latent model with one loss on one force sample and save it."""
+    autoencoder, closure_hparams, normalisation = load_closure(closure)
+    system = closure_hparams["system"]
+    trajectory_store = open_store(trajectories, "trajectories", system=system)
+    force_store = open_store(forces, "forces", system=system)
+    made_from = json.loads(trajectory_store.attrs["provenance"])["config_digest"]
+    if force_store.attrs["trajectories_digest"] != made_from:
+        raise StoreError(forces, f"was sampled from other trajectories than {trajectories}")
+    torch_used = torch_device(device)
+    start = time.perf_counter()
+    tensors = training_tensors(autoencoder, trajectory_store, force_store, loss)
+    prepare_seconds = time.perf_counter() - start
+    dim = closure_hparams["latent_dim"]
+    torch.manual_seed(seed)
+    model = build_model(model_name, dim, settings[model_name]).to(torch_used)
+    log.info("training %s with %s on %d samples (p = %g)", model_name, loss, len(tensors["z"]), force_store.attrs["p"])
+    start = time.perf_counter()
+    history = fit_dynamics(model, loss, tensors, normalisation, settings, seed, torch_used, progress)
+    train_seconds = time.perf_counter() - start
+    hparams = {
+        "model": model_name,
+        "dim": dim,
+        "model_settings": settings[model_name],
+        "loss": loss,
+        "system": system,
+        "p": float(force_store.attrs["p"]),
+        "seed": seed,
+        "configurations": int(force_store.attrs["configurations"]),
+        "force_evaluations": int(force_store.attrs["force_evaluations"]),
+        "force_unit": force_store.attrs["unit"],
+        "force_wall_seconds": float(force_store.attrs["wall_seconds"]),
+        "prepare_wall_seconds": prepare_seconds,
+        "train_wall_seconds": train_seconds,
+        "final_loss": history[-1]["loss"],
+        "provenance": provenance(settings, seed, str(torch_used)),
+    }
+    with atomic_directory(out) as temporary:
+        temporary.mkdir()
+        torch.save(model.state_dict(), temporary / "model.pt")
+        (temporary / "hparams.json").write_text(json.dumps(hparams, indent=2))
+        write_history(history, temporary / "history.csv")
+    log.info("final %s loss %.4e after %.1f s", loss, history[-1]["loss"], train_seconds)
+
+
+def load_dynamics(directory: str | Path) -> tuple[torch.nn.Module, dict]:
+    """A trained latent model (in standardised units) and its hyper-parameters."""
+    directory = Path(directory)
+    try:
+        hparams = json.loads((directory / "hparams.json").read_text())
+        model = build_model(hparams["model"], hparams["dim"], hparams["model_settings"])
+        model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise StoreError(directory, f"is not a complete trained model: {error}") from error
+    return model.eval(), hparams

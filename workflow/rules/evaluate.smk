@@ -1,0 +1,31 @@
+rule evaluate:
+    """RK4 rollouts against the encoded test trajectories: error and figure."""
+    input:
+        model=f"{RESULTS}/{{system}}/dynamics/{{model}}_{{loss}}_p{{p}}_seed{{seed}}",
+        closure=f"{RESULTS}/{{system}}/closure",
+        trajectories=f"{RESULTS}/{{system}}/trajectories/test.zarr",
+    output:
+        metrics=f"{RESULTS}/{{system}}/evaluation/{{model}}_{{loss}}_p{{p}}_seed{{seed}}/metrics.json",
+        rollout=report(
+            f"{RESULTS}/{{system}}/evaluation/{{model}}_{{loss}}_p{{p}}_seed{{seed}}/rollout.png",
+            caption="../report/rollout.rst",
+            category="Rollouts",
+            subcategory="{system}",
+            labels={"model": "{model}", "loss": "{loss}", "p": "{p}", "seed": "{seed}"},
+        ),
+    params:
+        settings=lambda wildcards: section(wildcards.system, "evaluate"),
+        folder=lambda wildcards, output: os.path.dirname(output.metrics),
+    log:
+        f"{RESULTS}/logs/{{system}}/evaluate_{{model}}_{{loss}}_p{{p}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{system}}/evaluate_{{model}}_{{loss}}_p{{p}}_seed{{seed}}.tsv"
+    conda:
+        "../../envs/macroclosure.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    shell:
+        "OMP_NUM_THREADS={threads} macroclosure evaluate --model-dir {input.model} --closure {input.closure}"
+        " --trajectories {input.trajectories} --settings {params.settings:q} --out {params.folder} > {log} 2>&1"

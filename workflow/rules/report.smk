@@ -1,0 +1,26 @@
+rule report:
+    """Summary table (CSV, Markdown) and figures over every evaluated model."""
+    input:
+        metrics=[f"{RESULTS}/{system}/evaluation/{run}/metrics.json" for system in SYSTEMS for run in run_names(system)],
+        models=[f"{RESULTS}/{system}/dynamics/{run}" for system in SYSTEMS for run in run_names(system)],
+    output:
+        csv=report(f"{RESULTS}/report/summary.csv", caption="../report/summary.rst", category="Summary"),
+        markdown=f"{RESULTS}/report/summary.md",
+        cost=report(f"{RESULTS}/report/error_vs_force_evaluations.png", caption="../report/cost.rst", category="Summary"),
+        losses=report(f"{RESULTS}/report/loss_curves.png", caption="../report/losses.rst", category="Training"),
+    params:
+        histories=lambda wildcards, input: [f"{model}/history.csv" for model in input.models],
+        folder=f"{RESULTS}/report",
+    log:
+        f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
+    conda:
+        "../../envs/macroclosure.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "macroclosure report --metrics {input.metrics} --histories {params.histories}"
+        " --out {params.folder} > {log} 2>&1"

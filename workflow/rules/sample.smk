@@ -1,0 +1,22 @@
+rule sample:
+    """Partial forces: a random fraction p of the sampling units per configuration."""
+    input:
+        trajectories=f"{RESULTS}/{{system}}/trajectories/train.zarr",
+    output:
+        directory(f"{RESULTS}/{{system}}/forces/p{{p}}/seed{{seed}}.zarr"),
+    params:
+        settings=lambda wildcards: section(wildcards.system, "sample"),
+        device=config["device"],
+    log:
+        f"{RESULTS}/logs/{{system}}/sample_p{{p}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{system}}/sample_p{{p}}_seed{{seed}}.tsv"
+    conda:
+        "../../envs/macroclosure.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "macroclosure sample --trajectories {input.trajectories} --p {wildcards.p} --seed {wildcards.seed}"
+        " --settings {params.settings:q} --device {params.device} --out {output} > {log} 2>&1"

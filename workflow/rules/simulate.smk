@@ -1,0 +1,21 @@
+rule simulate:
+    """Microscopic trajectories of one system and split (JAX, batched and jit-compiled)."""
+    output:
+        directory(f"{RESULTS}/{{system}}/trajectories/{{split}}.zarr"),
+    params:
+        settings=lambda wildcards: section(wildcards.system, "simulate"),
+        device=config["device"],
+    log:
+        f"{RESULTS}/logs/{{system}}/simulate_{{split}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{system}}/simulate_{{split}}.tsv"
+    conda:
+        "../../envs/macroclosure.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1,
+    shell:
+        "macroclosure simulate --system {wildcards.system} --split {wildcards.split}"
+        " --settings {params.settings:q} --device {params.device} --out {output} > {log} 2>&1"

@@ -1,0 +1,26 @@
+rule train:
+    """One latent model trained with one loss on one force sample."""
+    input:
+        trajectories=f"{RESULTS}/{{system}}/trajectories/train.zarr",
+        forces=f"{RESULTS}/{{system}}/forces/p{{p}}/seed{{seed}}.zarr",
+        closure=f"{RESULTS}/{{system}}/closure",
+    output:
+        directory(f"{RESULTS}/{{system}}/dynamics/{{model}}_{{loss}}_p{{p}}_seed{{seed}}"),
+    params:
+        settings=lambda wildcards: section(wildcards.system, "train"),
+        device=config["device"],
+    log:
+        f"{RESULTS}/logs/{{system}}/train_{{model}}_{{loss}}_p{{p}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{system}}/train_{{model}}_{{loss}}_p{{p}}_seed{{seed}}.tsv"
+    conda:
+        "../../envs/macroclosure.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1,
+    shell:
+        "OMP_NUM_THREADS={threads} macroclosure train --trajectories {input.trajectories} --forces {input.forces}"
+        " --closure {input.closure} --model {wildcards.model} --loss {wildcards.loss} --seed {wildcards.seed}"
+        " --settings {params.settings:q} --device {params.device} --out {output} > {log} 2>&1"
