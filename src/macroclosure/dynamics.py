@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from macroclosure.integrators import rk4_step
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus}
 
 
@@ -102,15 +104,6 @@ def build_model(name: str, dim: int, settings: dict) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown latent model {name!r}; known: {sorted(MODELS)}")
     return MODELS[name](dim, **settings)
-
-
-def rk4_step(model: nn.Module, z: Tensor, dt: float) -> Tensor:
-    """One classic fourth-order Runge-Kutta step of dz/dt = model(z)."""
-    k1 = model(z)
-    k2 = model(z + 0.5 * dt * k1)
-    k3 = model(z + 0.5 * dt * k2)
-    k4 = model(z + dt * k3)
-    return z + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
 def rk4_rollout(model: nn.Module, z0: Tensor, n_steps: int, dt: float, substeps: int = 1) -> Tensor:

@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 from tqdm import tqdm
 
+from macroclosure.integrators import rk4_step
 from macroclosure.runtime import jax_device, log, provenance, use_float64
 from macroclosure.store import streamed_store
 from macroclosure.systems import System, build_system
@@ -28,15 +29,6 @@ PROGRESS_UPDATES = 20
 
 class SimulationDiverged(RuntimeError):
     """The state became NaN or infinite."""
-
-
-def rk4_step(rhs, x, dt):
-    """One classical Runge-Kutta step of dx/dt = rhs(x)."""
-    k1 = rhs(x)
-    k2 = rhs(x + 0.5 * dt * k1)
-    k3 = rhs(x + 0.5 * dt * k2)
-    k4 = rhs(x + dt * k3)
-    return x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
 
 
 @partial(jax.jit, static_argnames=("rhs", "dt", "save_every", "frames"))

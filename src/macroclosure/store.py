@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -134,7 +135,9 @@ def open_store(path: str | Path, kind: str, system: str | None = None) -> xr.Dat
     if not (path / "zarr.json").is_file():
         raise StoreError(path, "is not a zarr v3 store (no zarr.json); it may be half-written or foreign")
     try:
-        ds = xr.open_zarr(path, consolidated=False, zarr_format=3)
+        with warnings.catch_warnings():  # Snakemake's marker file inside directory outputs
+            warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+            ds = xr.open_zarr(path, consolidated=False, zarr_format=3)
     except Exception as error:  # zarr raises many types for damaged metadata
         raise StoreError(path, f"cannot be opened: {error}") from error
     found = ds.attrs.get("macroclosure_store")

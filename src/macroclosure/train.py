@@ -64,32 +64,57 @@ def batch_loss(model, loss: str, batch: dict[str, torch.Tensor], scale: dict[str
     return micro_loss(batch["pinv_rows"], rate, batch["force"])
 
 
+def split_validation(count: int, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of training and held-out validation samples (at least one of each)."""
+    order = torch.randperm(count, generator=generator)
+    held_out = min(count - 1, max(1, round(fraction * count)))
+    return order[held_out:], order[:held_out]
+
+
+def mean_loss(model, loss: str, tensors: dict, scale: dict, indices: torch.Tensor, batch_size: int) -> float:
+    """The loss over `indices` without gradients, batch by batch."""
+    with torch.no_grad():
+        total = sum(
+            batch_loss(model, loss, {name: t[batch] for name, t in tensors.items()}, scale).item() * len(batch)
+            for batch in indices.split(batch_size)
+        )
+    return total / len(indices)
+
+
 def fit_dynamics(model, loss: str, tensors: dict, normalisation: Normalisation, settings: dict, seed: int, device, progress: bool = True) -> list[dict]:
-    """AdamW (amsgrad) with ReduceLROnPlateau on the epoch loss; returns the per-epoch history."""
+    """AdamW (amsgrad) with ReduceLROnPlateau on a held-out validation loss.
+
+    The same loss on held-out configurations is an unbiased estimate of the population loss
+    (for L_x,p too), so the parameters with the lowest validation loss are kept: noisy partial
+    targets cannot be memorised unnoticed. Returns the per-epoch history.
+    """
     generator = torch.Generator().manual_seed(seed)
     tensors = {name: value.to(device) for name, value in tensors.items()}
     scale = {name: value.to(device) for name, value in normalisation.tensors().items()}
+    training, validation = (part.to(device) for part in split_validation(len(tensors["z"]), settings["validation_fraction"], generator))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=0.0, amsgrad=True)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=settings["plateau_factor"], patience=settings["plateau_patience"]
     )
-    count = len(tensors["z"])
-    history = []
+    history, best = [], (float("inf"), None)
     bar = tqdm(range(1, settings["epochs"] + 1), desc=f"train {loss}", disable=not progress, mininterval=2.0)
     for epoch in bar:
         total = 0.0
-        for batch in torch.randperm(count, generator=generator).split(settings["batch_size"]):
-            value = batch_loss(model, loss, {name: t[batch.to(device)] for name, t in tensors.items()}, scale)
+        for batch in training[torch.randperm(len(training), generator=generator).to(device)].split(settings["batch_size"]):
+            value = batch_loss(model, loss, {name: t[batch] for name, t in tensors.items()}, scale)
             optimizer.zero_grad()
             value.backward()
             optimizer.step()
             total += value.item() * len(batch)
-        mean = total / count
-        if not np.isfinite(mean):
+        held_out = mean_loss(model, loss, tensors, scale, validation, settings["batch_size"])
+        if not np.isfinite(held_out):
             raise FloatingPointError(f"{loss} became non-finite at epoch {epoch}; lower the learning rate")
-        scheduler.step(mean)
-        history.append({"epoch": epoch, "loss": mean, "lr": optimizer.param_groups[0]["lr"]})
-        bar.set_postfix(loss=f"{mean:.3e}", refresh=False)
+        scheduler.step(held_out)
+        if held_out < best[0]:
+            best = (held_out, {name: value.clone() for name, value in model.state_dict().items()})
+        history.append({"epoch": epoch, "loss": total / len(training), "validation_loss": held_out, "lr": optimizer.param_groups[0]["lr"]})
+        bar.set_postfix(loss=f"{total / len(training):.3e}", validation=f"{held_out:.3e}", refresh=False)
+    model.load_state_dict(best[1])
     return history
 
 
@@ -127,7 +152,7 @@ def train(trajectories: str, forces: str, closure: str, out: str, model_name: st
         "force_wall_seconds": float(force_store.attrs["wall_seconds"]),
         "prepare_wall_seconds": prepare_seconds,
         "train_wall_seconds": train_seconds,
-        "final_loss": history[-1]["loss"],
+        "best_validation_loss": min(row["validation_loss"] for row in history),
         "provenance": provenance(settings, seed, str(torch_used)),
     }
     with atomic_directory(out) as temporary:
