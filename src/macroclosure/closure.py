@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.func import jacrev, vmap
 from tqdm import tqdm
 
+from macroclosure.config import complete_section
 from macroclosure.dynamics import feedforward
 from macroclosure.history import write_history
 from macroclosure.normalisation import Normalisation, fit_normalisation
@@ -185,6 +186,7 @@ def load_closure(directory: str | Path) -> tuple[Autoencoder, dict, Normalisatio
 def run_closure(trajectories: str, out: str, settings: dict, device: str = "auto", progress: bool = True) -> None:
     """Fit the closure autoencoder on every training state and save it with its normalisation."""
     ds = open_store(trajectories, "trajectories")
+    settings = complete_section(ds.attrs["system"], "closure", settings)
     system = system_of(ds)
     states = torch.as_tensor(read(ds, "state"), dtype=torch.float32)
     x = states.reshape(-1, states.shape[-1])

@@ -38,13 +38,14 @@ def _validator_with_defaults(schema: dict) -> jsonschema.protocols.Validator:
     return cls(schema)
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _describe(error: jsonschema.ValidationError, prefix: str = "") -> str:
     """One line naming the key, the problem and, where the schema says, what is allowed."""
-    key = error.json_path.removeprefix("$.") if error.json_path != "$" else "<top level>"
+    key = ".".join(filter(None, [prefix, error.json_path.removeprefix("$").removeprefix(".")])) or "<top level>"
     message = f"config key '{key}': {error.message}"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         message += f"; allowed keys here: {', '.join(allowed)}"
+        return message
     description = error.schema.get("description")
     if description:
         message += f" ({description})"
@@ -59,6 +60,26 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
     check_semantics(config)
     return config
+
+
+def complete_section(system: str, stage: str, settings: dict, schema_path: Path = SCHEMA_PATH) -> dict:
+    """One stage's settings validated against its part of the schema, defaults filled in.
+
+    Lets a stage run from the command line with a partial section, and refuses a bad one
+    with the key named, exactly as the whole-config validation would.
+    """
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    try:
+        reference = schema["$defs"][system]["properties"][stage]["$ref"]
+    except KeyError:
+        raise ConfigError(f"no settings '{stage}' are known for system '{system}'") from None
+    settings = copy.deepcopy(settings)
+    validator = _validator_with_defaults({"$ref": reference, "$defs": schema["$defs"]})
+    errors = sorted(validator.iter_errors(settings), key=lambda e: e.json_path)
+    if errors:
+        lines = [_describe(e, prefix=f"systems.{system}.{stage}") for e in errors]
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines))
+    return settings
 
 
 def check_semantics(config: dict) -> None:
@@ -118,11 +139,6 @@ def training_runs(system: dict) -> list[tuple[str, float]]:
     if "L_xp" in system["train"]["losses"]:
         runs += [("L_xp", p) for p in partial_fractions(system)]
     return runs
-
-
-def sampled_fractions(system: dict) -> list[float]:
-    """The fractions whose force stores the training runs read."""
-    return sorted({p for _, p in training_runs(system)})
 
 
 def format_fraction(p: float) -> str:

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from macroclosure.closure import encode_trajectories, load_closure  # noqa: E402
+from macroclosure.config import complete_section  # noqa: E402
 from macroclosure.dynamics import rk4_rollout  # noqa: E402
 from macroclosure.normalisation import PhysicalRate  # noqa: E402
 from macroclosure.runtime import log  # noqa: E402
@@ -64,6 +65,7 @@ def evaluate(model_dir: str, closure: str, trajectories: str, out: str, settings
     """Score one trained model on the test trajectories; write metrics.json and rollout.png."""
     autoencoder, closure_hparams, normalisation = load_closure(closure)
     model, hparams = load_dynamics(model_dir)
+    settings = complete_section(closure_hparams["system"], "evaluate", settings)
     ds = open_store(trajectories, "trajectories", system=closure_hparams["system"])
     system = system_of(ds)
     time = ds["time"].values

@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 from tqdm import tqdm
 
+from macroclosure.config import complete_section
 from macroclosure.runtime import jax_device, log, provenance
 from macroclosure.store import open_store, read_states, write_store
 from macroclosure.systems import system_of
@@ -45,6 +46,7 @@ def draw_subsets(n_units: int, k: int, count: int, seed: int) -> np.ndarray:
 def sample(trajectories: str, out: str, p: float, seed: int, settings: dict, device: str = "auto", progress: bool = True) -> None:
     """Compute partial forces at fraction p for the configured number of configurations."""
     ds = open_store(trajectories, "trajectories")
+    settings = complete_section(ds.attrs["system"], "sample", settings)
     system = system_of(ds)
     n_trajectories, n_times = ds.sizes["trajectory"], ds.sizes["time"]
     count = settings["configurations"]

@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 from tqdm import tqdm
 
+from macroclosure.config import complete_section
 from macroclosure.integrators import rk4_step
 from macroclosure.runtime import jax_device, log, provenance, use_float64
 from macroclosure.store import streamed_store
@@ -84,6 +85,7 @@ def integrate_batch(system: System, x0: np.ndarray, settings: dict, first_trajec
 
 def simulate(system_name: str, settings: dict, split: str, out: str, device: str = "auto", progress: bool = True) -> None:
     """Simulate the `split` trajectories of a system and stream them to the store `out`."""
+    settings = complete_section(system_name, "simulate", settings)
     use_float64(settings["dtype"] == "float64")
     jax_device_used = jax_device(device)
     system = build_system(system_name, settings)

@@ -108,15 +108,15 @@ def streamed_store(path: str | Path, kind: str, attrs: dict, append_dim: str) ->
 
         def append(block: xr.Dataset) -> int:
             nonlocal written
+            # xarray replaces the group's attributes on every write, appends included
+            block = block.assign_attrs(macroclosure_store=kind, **attrs)
             if written == 0:
                 encoding = {
                     name: {"chunks": chunk_shape(block[name].shape, block[name].dtype.itemsize)}
                     for name in block.data_vars
                     if block[name].ndim > 1
                 }
-                block.assign_attrs(macroclosure_store=kind, **attrs).to_zarr(
-                    temporary, mode="w", consolidated=False, zarr_format=3, encoding=encoding
-                )
+                block.to_zarr(temporary, mode="w", consolidated=False, zarr_format=3, encoding=encoding)
             else:
                 block.to_zarr(temporary, append_dim=append_dim, consolidated=False)
             written += 1

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from macroclosure.closure import Autoencoder, encoder_jacobian, load_closure, pseudo_inverse_rows
+from macroclosure.config import complete_section
 from macroclosure.dynamics import build_model
 from macroclosure.history import write_history
 from macroclosure.losses import latent_loss, micro_loss
@@ -122,6 +123,7 @@ def train(trajectories: str, forces: str, closure: str, out: str, model_name: st
     """Train one latent model with one loss on one force sample and save it."""
     autoencoder, closure_hparams, normalisation = load_closure(closure)
     system = closure_hparams["system"]
+    settings = complete_section(system, "train", settings)
     trajectory_store = open_store(trajectories, "trajectories", system=system)
     force_store = open_store(forces, "forces", system=system)
     made_from = json.loads(trajectory_store.attrs["provenance"])["config_digest"]

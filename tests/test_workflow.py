@@ -1,0 +1,161 @@
+"""The whole Snakemake DAG on a tiny configuration: outputs, reruns, bad configs, killed jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPOSITORY / "Snakefile"
+BIN = Path(sys.executable).parent
+TINY = {
+    "results": "results",
+    "device": "cpu",
+    "systems": {
+        "predator_prey": {
+            "seeds": [0],
+            "simulate": {"cells": 10, "steps": 200, "save_every": 10, "trajectories": {"train": 4, "test": 2}},
+            "sample": {"fractions": [0.2, 1.0], "configurations": 60},
+            "closure": {"epochs": 2, "hidden": [8]},
+            "train": {"epochs": 3, "mlp": {"hidden": [16]}, "onsager": {"hidden": 8}},
+        }
+    },
+}
+
+
+def snakemake(workdir: Path, *arguments: str, configfile: str = "config.yaml") -> subprocess.CompletedProcess:
+    command = [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+               "--configfile", str(workdir / configfile), "--cores", "2", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, cwd=workdir)
+
+
+def write_config(workdir: Path, config: dict, name: str = "config.yaml") -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / name).write_text(yaml.safe_dump(config))
+
+
+def planned_jobs(workdir: Path, config: dict) -> dict[str, int]:
+    """Rule -> job count that a dry run with `config` would execute."""
+    write_config(workdir, config, "changed.yaml")
+    result = snakemake(workdir, "-n", configfile="changed.yaml")
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE) if rule != "job"}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("pipeline")
+    write_config(workdir, TINY)
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir
+
+
+def test_pipeline_produces_every_output(pipeline):
+    results = pipeline / "results"
+    for split in ("train", "test"):
+        assert (results / "predator_prey/trajectories" / f"{split}.zarr" / "zarr.json").is_file()
+    assert (results / "predator_prey/forces/p0.2/seed0.zarr").is_dir()
+    assert (results / "predator_prey/forces/p1/seed0.zarr").is_dir()
+    summary = (results / "report/summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + 2 * 3  # header + (mlp, onsager) x (L_z, L_x, L_xp at p 0.2)
+    for figure in ("error_vs_force_evaluations.png", "loss_curves.png"):
+        assert (results / "report" / figure).stat().st_size > 1000
+    metrics = json.loads((results / "predator_prey/evaluation/onsager_L_xp_p0.2_seed0/metrics.json").read_text())
+    assert metrics["force_evaluations"] == 60 * 4  # 60 configurations x 4 of 20 coordinates
+    assert len(metrics["rollout_error_per_trajectory"]) == 2
+    assert (results / "predator_prey/evaluation/onsager_L_xp_p0.2_seed0/rollout.png").is_file()
+    assert "| predator_prey | onsager | L_xp | 0.2 |" in (results / "report/summary.md").read_text()
+    assert (results / "benchmarks/predator_prey/simulate_train.tsv").is_file()
+    assert (results / "logs/predator_prey/train_mlp_L_z_p1_seed0.log").is_file()
+
+
+def test_complete_run_leaves_nothing_to_do(pipeline):
+    assert planned_jobs(pipeline, TINY) == {}
+
+
+def test_training_change_reruns_training_evaluation_and_report_only(pipeline):
+    changed = json.loads(json.dumps(TINY))
+    changed["systems"]["predator_prey"]["train"]["epochs"] = 4
+    assert planned_jobs(pipeline, changed) == {"train": 6, "evaluate": 6, "report": 1, "all": 1}
+
+
+def test_simulation_change_reruns_everything_downstream(pipeline):
+    changed = json.loads(json.dumps(TINY))
+    changed["systems"]["predator_prey"]["simulate"]["dt"] = 0.005
+    jobs = planned_jobs(pipeline, changed)
+    assert jobs == {"simulate": 2, "sample": 2, "closure": 1, "train": 6, "evaluate": 6, "report": 1, "all": 1}
+
+
+def test_html_report_bundles_the_results(pipeline):
+    result = snakemake(pipeline, "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (pipeline / "report.html").stat().st_size > 10_000
+
+
+def test_cli_stage_alone_reproduces_the_rule_output(pipeline, tmp_path):
+    """`macroclosure sample` with the rule's arguments writes the same arrays as the rule."""
+    settings = json.dumps({"configurations": 60, "batch_size": 1024})
+    out = tmp_path / "forces.zarr"
+    trajectories = pipeline / "results/predator_prey/trajectories/train.zarr"
+    subprocess.run([str(BIN / "macroclosure"), "sample", "--trajectories", str(trajectories), "--p", "0.2",
+                    "--seed", "0", "--settings", settings, "--out", str(out), "--no-progress"], check=True)
+    ours = xr.open_zarr(out, consolidated=False)
+    rules = xr.open_zarr(pipeline / "results/predator_prey/forces/p0.2/seed0.zarr", consolidated=False)
+    for name in ("trajectory", "time_index", "index", "force"):
+        np.testing.assert_array_equal(ours[name].values, rules[name].values)
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (lambda c: c["systems"]["predator_prey"]["train"].update(optimiser="sgd"), "optimiser"),
+        (lambda c: c["systems"]["predator_prey"]["sample"].update(fractions=[1.5]), "sample.fractions"),
+        (lambda c: c["systems"]["predator_prey"]["closure"].update(latent_dim=2), "closure.latent_dim"),
+        (lambda c: c["systems"]["predator_prey"]["train"].update(epochs="ten"), "train.epochs"),
+    ],
+)
+def test_invalid_config_stops_before_any_job(tmp_path, change, key):
+    config = json.loads(json.dumps(TINY))
+    change(config)
+    write_config(tmp_path, config)
+    result = snakemake(tmp_path)
+    assert result.returncode != 0
+    assert key in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_killed_simulation_leaves_no_store(tmp_path):
+    """SIGKILL in the middle of a streamed write: no store at the output path, rerun completes."""
+    settings = dict(TINY["systems"]["predator_prey"]["simulate"], steps=20000, save_every=10, batch_size=1,
+                    trajectories={"train": 40, "test": 1})
+    out = tmp_path / "train.zarr"
+    command = [str(BIN / "macroclosure"), "simulate", "--system", "predator_prey", "--split", "train",
+               "--settings", json.dumps(settings), "--out", str(out), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".train.zarr.partial-*/state")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert list(tmp_path.glob(".train.zarr.partial-*")), "the write had not started"
+    assert not out.exists()
+    settings["trajectories"] = {"train": 2, "test": 1}
+    command[command.index("--settings") + 1] = json.dumps(settings)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert xr.open_zarr(out, consolidated=False).sizes["trajectory"] == 2
