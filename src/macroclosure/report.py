@@ -9,12 +9,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from macroclosure.history import read_history  # noqa: E402
 from macroclosure.runtime import log  # noqa: E402
 
 GROUP = ["system", "model", "loss", "p"]
+ERROR_TOLERANCE = 3e-3  # METHOD.md's reference tolerance e_tol
+DIVERGED_ERROR = 1.0  # a relative error above 1 is worse than predicting zero: the rollout left
 
 
 def load_metrics(paths: list[str]) -> pd.DataFrame:
@@ -23,45 +26,66 @@ def load_metrics(paths: list[str]) -> pd.DataFrame:
 
 
 def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of the rollout error, beside the force cost, per (system, model, loss, p)."""
-    grouped = metrics.groupby(GROUP, sort=True)
-    summary = grouped.agg(
+    """Rollout error over seeds, beside the force cost, per (system, model, loss, p).
+
+    Mean and std are over the seeds whose rollout stayed near the truth; `diverged` counts
+    the seeds with an error above DIVERGED_ERROR (or non-finite), so one blown-up rollout is
+    reported as such instead of swamping the mean.
+    """
+    diverged = ~(metrics["rollout_error"] <= DIVERGED_ERROR)
+    metrics = metrics.assign(finite_error=metrics["rollout_error"].where(~diverged), diverged=diverged)
+    summary = metrics.groupby(GROUP, sort=True).agg(
         seeds=("seed", "count"),
+        diverged=("diverged", "sum"),
         configurations=("configurations", "mean"),
         force_evaluations=("force_evaluations", "mean"),
         force_unit=("force_unit", "first"),
-        rollout_error_mean=("rollout_error", "mean"),
-        rollout_error_std=("rollout_error", "std"),
+        rollout_error_mean=("finite_error", "mean"),
+        rollout_error_std=("finite_error", "std"),
         force_wall_seconds=("force_wall_seconds", "mean"),
         train_wall_seconds=("train_wall_seconds", "mean"),
     ).reset_index()
     summary["rollout_error_std"] = summary["rollout_error_std"].fillna(0.0)
-    return summary.astype({"configurations": int, "force_evaluations": int})
+    return summary.astype({"configurations": int, "force_evaluations": int, "diverged": int})
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
     """The summary as a GitHub-flavoured Markdown table."""
-    header = "| system | model | loss | p | configurations | force evaluations | rollout error (mean ± std over seeds) | seeds |"
-    lines = [header, "|" + "---|" * 8]
+    header = ("| system | model | loss | p | configurations | force evaluations "
+              "| rollout error (mean ± std over seeds) | seeds | diverged |")
+    lines = [header, "|" + "---|" * 9]
     for row in summary.itertuples():
         lines.append(
             f"| {row.system} | {row.model} | {row.loss} | {row.p:g} | {row.configurations} | "
-            f"{row.force_evaluations:.3g} {row.force_unit}s | {row.rollout_error_mean:.3e} ± {row.rollout_error_std:.1e} | {row.seeds} |"
+            f"{row.force_evaluations:.3g} {row.force_unit}s | {row.rollout_error_mean:.2e} ± {row.rollout_error_std:.1e} "
+            f"| {row.seeds} | {row.diverged} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def plot_error_against_cost(metrics: pd.DataFrame, path: Path) -> None:
-    """Rollout error against force evaluations: one panel per system, one marker per seed."""
+def plot_error_against_cost(metrics: pd.DataFrame, path: Path, tolerance: float = ERROR_TOLERANCE) -> None:
+    """Rollout error against force evaluations, one panel per system.
+
+    Small markers are seeds, large ones the mean ± std over seeds that did not diverge; a
+    diverged rollout is drawn as a triangle on the top edge. The dashed line is e_tol.
+    """
     systems = sorted(metrics["system"].unique())
-    figure, axes = plt.subplots(1, len(systems), figsize=(5.5 * len(systems), 4.2), squeeze=False)
+    figure, axes = plt.subplots(1, len(systems), figsize=(6 * len(systems), 4.5), squeeze=False)
     for axis, system in zip(axes[0], systems):
         rows = metrics[metrics["system"] == system]
+        kept = rows["rollout_error"][rows["rollout_error"] <= DIVERGED_ERROR]
+        top = 3 * kept.max() if len(kept) else DIVERGED_ERROR
         for number, ((model, loss, p), group) in enumerate(rows.groupby(["model", "loss", "p"])):
-            marker = "o" if model == "mlp" else "s"
-            axis.scatter(group["force_evaluations"], group["rollout_error"], marker=marker,
-                         color=f"C{number}", label=f"{model} {loss} p={p:g}", alpha=0.8)
-        axis.set(xscale="log", yscale="log", title=system,
+            colour, marker = f"C{number}", "o" if model == "mlp" else "s"
+            errors = group["rollout_error"]
+            good = errors <= DIVERGED_ERROR
+            axis.scatter(group["force_evaluations"][good], errors[good], marker=marker, color=colour, s=14, alpha=0.5)
+            axis.scatter(group["force_evaluations"][~good], np.full((~good).sum(), top), marker="^", color=colour, s=40)
+            if good.any():
+                axis.errorbar(group["force_evaluations"].mean(), errors[good].mean(), yerr=errors[good].std(ddof=0),
+                              marker=marker, color=colour, ms=8, capsize=3, label=f"{model} {loss} p={p:g}")
+        axis.axhline(tolerance, color="grey", ls="--", lw=1, label=f"e_tol = {tolerance:g}")
+        axis.set(xscale="log", yscale="log", title=f"{system} (▲ = diverged rollout)",
                  xlabel=f"force evaluations ({rows['force_unit'].iloc[0]}s)", ylabel="relative rollout error")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=7)
