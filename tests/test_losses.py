@@ -1,7 +1,7 @@
 import torch
 
 from macroclosure.closure import pseudo_inverse_rows
-from macroclosure.losses import latent_loss, micro_loss
+from macroclosure.losses import latent_loss, micro_loss, micro_loss_from_moments, micro_moments
 
 D, N = 3, 20
 
@@ -48,3 +48,15 @@ def test_full_micro_loss_splits_into_latent_and_orthogonal_parts():
     orthogonal_force = force - (J.mT @ latent_target[..., None])[..., 0]
     expected = latent_loss(dzdt, latent_target) + orthogonal_force.square().sum(-1).mean()
     torch.testing.assert_close(N * micro_loss(pinv, dzdt, force), expected, rtol=1e-12, atol=0)
+
+
+def test_micro_loss_from_moments_equals_micro_loss():
+    """The d x d moments give exactly the row-wise loss, for all rows and for a subset."""
+    generator = torch.Generator().manual_seed(7)
+    pinv_rows = torch.randn(5, 12, 3, generator=generator, dtype=torch.float64)
+    force = torch.randn(5, 12, generator=generator, dtype=torch.float64)
+    dzdt = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+    moments = micro_moments(pinv_rows, force)
+    assert torch.allclose(micro_loss_from_moments(**moments, dzdt=dzdt), micro_loss(pinv_rows, dzdt, force), rtol=1e-12)
+    subset = micro_moments(pinv_rows[:, :4], force[:, :4])
+    assert torch.allclose(micro_loss_from_moments(**subset, dzdt=dzdt), micro_loss(pinv_rows[:, :4], dzdt, force[:, :4]), rtol=1e-12)

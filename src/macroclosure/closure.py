@@ -21,7 +21,8 @@ from macroclosure.dynamics import feedforward
 from macroclosure.history import write_history
 from macroclosure.normalisation import Normalisation, fit_normalisation
 from macroclosure.runtime import log, provenance
-from macroclosure.store import StoreError, atomic_directory, open_store, read
+from macroclosure.sampling import draw_configurations
+from macroclosure.store import StoreError, atomic_directory, open_store, read, read_states
 from macroclosure.systems import build_system, system_of
 
 
@@ -188,8 +189,9 @@ def run_closure(trajectories: str, out: str, settings: dict, device: str = "auto
     ds = open_store(trajectories, "trajectories")
     settings = complete_section(ds.attrs["system"], "closure", settings)
     system = system_of(ds)
-    states = torch.as_tensor(read(ds, "state"), dtype=torch.float32)
-    x = states.reshape(-1, states.shape[-1])
+    n_trajectories, n_times = ds.sizes["trajectory"], ds.sizes["time"]
+    count = min(settings["configurations"], n_trajectories * n_times)
+    x = torch.as_tensor(read_states(ds, *draw_configurations(n_trajectories, n_times, count, settings["seed"])), dtype=torch.float32)
     hparams = {
         "system": ds.attrs["system"],
         "system_settings": system.settings,

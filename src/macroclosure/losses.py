@@ -4,6 +4,7 @@ g predicts standardised derivatives; callers convert them to physical dz/dt befo
 micro-space loss, which compares J^+ dz/dt with the microscopic forces.
 """
 
+import torch
 from torch import Tensor
 
 
@@ -21,3 +22,25 @@ def micro_loss(pinv_rows: Tensor, dzdt: Tensor, force: Tensor) -> Tensor:
     """
     predicted_force = (pinv_rows @ dzdt.unsqueeze(-1)).squeeze(-1)
     return (predicted_force - force).square().mean()
+
+
+def micro_moments(pinv_rows: Tensor, force: Tensor) -> dict[str, Tensor]:
+    """Per-sample sufficient statistics of `micro_loss`, which is quadratic in dz/dt.
+
+    (1/k) |P g - f|^2 = g^T (P^T P / k) g - 2 g^T (P^T f / k) + |f|^2 / k, so a sample is
+    kept as a d x d matrix, a d-vector and a scalar instead of k x d rows: memory O(d^2)
+    whatever N and p are.
+    """
+    k = force.shape[-1]
+    return {
+        "gram": pinv_rows.mT @ pinv_rows / k,
+        "cross": (pinv_rows.mT @ force.unsqueeze(-1)).squeeze(-1) / k,
+        "offset": force.square().mean(-1),
+    }
+
+
+def micro_loss_from_moments(gram: Tensor, cross: Tensor, offset: Tensor, dzdt: Tensor) -> Tensor:
+    """`micro_loss` evaluated from `micro_moments`, in the moments' precision."""
+    dzdt = dzdt.to(gram.dtype)
+    quadratic = torch.einsum("bi,bij,bj->b", dzdt, gram, dzdt)
+    return (quadratic - 2.0 * (cross * dzdt).sum(-1) + offset).mean()

@@ -62,13 +62,13 @@ def integrate_batch(system: System, x0: np.ndarray, settings: dict, first_trajec
     n_frames = settings["steps"] // settings["save_every"]
     chunk = max(1, math.ceil(n_frames / PROGRESS_UPDATES))
     x = jnp.asarray(x0)
-    first_bad = jnp.full(x.shape[0], -1)
+    first_bad = jnp.full(x.shape[0], -1, dtype=int)  # strongly typed, as advance returns it: one compilation
     frames = [np.asarray(x)[None]]
     for start in range(0, n_frames, chunk):
         count = min(chunk, n_frames - start)
         x, saved, first_bad = advance(
             system.rhs, x, start * settings["save_every"], first_bad,
-            dt=settings["dt"], save_every=settings["save_every"], frames=count,
+            dt=system.time_step, save_every=settings["save_every"], frames=count,
         )
         bad = np.flatnonzero(np.asarray(first_bad) >= 0)
         if bad.size:
@@ -76,7 +76,7 @@ def integrate_batch(system: System, x0: np.ndarray, settings: dict, first_trajec
             step = int(first_bad[which])
             raise SimulationDiverged(
                 f"{split} trajectory {first_trajectory + which} became non-finite at step {step} "
-                f"(t = {step * settings['dt']:g}); reduce dt or check the initial state"
+                f"(t = {step * system.time_step:g}); reduce the time step or check the initial state"
             )
         frames.append(np.asarray(saved))
         progress.update(x.shape[0] * count * settings["save_every"])
@@ -94,12 +94,12 @@ def simulate(system_name: str, settings: dict, split: str, out: str, device: str
     x0, initial = system.initial_conditions(rng, count)
     x0 = x0.astype(settings["dtype"])
     n_frames = settings["steps"] // settings["save_every"]
-    time = np.arange(n_frames + 1) * settings["save_every"] * settings["dt"]
+    time = np.arange(n_frames + 1) * settings["save_every"] * system.time_step
     attrs = {
         "system": system_name,
         "split": split,
         "integrator": "rk4",
-        "dt": settings["dt"],
+        "dt": system.time_step,
         "save_every": settings["save_every"],
         "dof_layout": json.dumps(system.layout),
         "provenance": json.dumps(provenance(settings, settings["seed"], str(jax_device_used)), sort_keys=True),

@@ -86,15 +86,15 @@ def write_store(ds: xr.Dataset, path: str | Path, kind: str) -> None:
 
 
 def chunk_shape(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    """Chunks of about TARGET_CHUNK_BYTES: whole trailing axes, split along the leading ones."""
-    chunks = list(shape)
+    """Chunks of at most about TARGET_CHUNK_BYTES: whole trailing axes, as many slices of the
+    split axis as fit, and single slices along the leading axes (so one huge trajectory is
+    split along time instead of becoming one huge chunk)."""
     for axis in range(len(shape)):
         trailing = itemsize * int(np.prod(shape[axis + 1 :], dtype=np.int64))
-        fits = max(1, TARGET_CHUNK_BYTES // max(trailing, 1))
-        chunks[axis] = int(min(shape[axis], fits))
-        if chunks[axis] < shape[axis] or axis == len(shape) - 1:
-            return tuple(chunks[: axis + 1]) + tuple(shape[axis + 1 :])
-    return tuple(chunks)
+        if trailing <= TARGET_CHUNK_BYTES:  # whole slices of this axis fit: take as many as fit
+            count = max(1, int(min(shape[axis], TARGET_CHUNK_BYTES // max(trailing, 1))))
+            return (1,) * axis + (count,) + tuple(shape[axis + 1 :])
+    return tuple(shape)  # only for an empty shape
 
 
 @contextlib.contextmanager
@@ -151,6 +151,9 @@ def open_store(path: str | Path, kind: str, system: str | None = None) -> xr.Dat
             raise StoreError(path, f"lacks the variable '{name}'")
         if ds[name].dims != dims:
             raise StoreError(path, f"variable '{name}' has dimensions {ds[name].dims}, expected {dims}")
+    for name, coordinate in ds.coords.items():  # loaded on opening: a lost chunk reads as NaN
+        if coordinate.dtype.kind == "f" and not np.isfinite(coordinate.values).all():
+            raise StoreError(path, f"coordinate '{name}' holds non-finite values (lost chunks or bad data)")
     _verify_checksums(ds, path)
     return ds
 

@@ -19,41 +19,44 @@ from macroclosure.closure import Autoencoder, encoder_jacobian, load_closure, ps
 from macroclosure.config import complete_section
 from macroclosure.dynamics import build_model
 from macroclosure.history import write_history
-from macroclosure.losses import latent_loss, micro_loss
+from macroclosure.losses import latent_loss, micro_loss_from_moments, micro_moments
 from macroclosure.normalisation import Normalisation
 from macroclosure.runtime import log, provenance, torch_device
 from macroclosure.store import StoreError, atomic_directory, open_store, read, read_states
 
-JACOBIAN_BATCH = 512
+JACOBIAN_BYTES = 256 * 2**20  # memory for one batch of float64 encoder Jacobians
 
 
 def training_tensors(autoencoder: Autoencoder, trajectories, forces, loss: str) -> dict[str, torch.Tensor]:
-    """Per sample: z and either the L_z target J f or the micro-space pair (J+[I, :], f_I).
+    """Per sample: z and either the L_z target J f or the moments of the micro-space loss.
 
-    J is evaluated in float64 so the pseudo-inverse rows are accurate; results are float32.
+    States are read and J [d, N] evaluated batch by batch (float64, so the pseudo-inverse
+    rows are accurate), so memory stays bounded for large N. L_x and L_x,p keep only the
+    d x d moments of J+[I, :] and f_I (losses.micro_moments), in float64.
     """
     n_dof = autoencoder.x_mean.shape[0]
     index = torch.as_tensor(read(forces, "index"))
     force = torch.as_tensor(read(forces, "force"), dtype=torch.float64)
     if loss == "L_z" and index.shape[1] != n_dof:
         raise StoreError(forces.encoding.get("source"), f"L_z needs every force (p = 1), this store holds {index.shape[1]} of {n_dof} rows")
-    states = read_states(trajectories, read(forces, "trajectory"), read(forces, "time_index"))
+    trajectory, time_index = read(forces, "trajectory"), read(forces, "time_index")
     encoder = autoencoder.double()
-    parts: dict[str, list[torch.Tensor]] = {"z": [], "target": [], "pinv_rows": []}
-    for batch in torch.arange(len(index)).split(JACOBIAN_BATCH):
-        x = torch.as_tensor(states[batch.numpy()], dtype=torch.float64)
+    batch_size = max(1, JACOBIAN_BYTES // (8 * autoencoder.latent_dim * n_dof))
+    parts: dict[str, list[torch.Tensor]] = {}
+    for batch in torch.arange(len(index)).split(batch_size):
+        rows = batch.numpy()
+        x = torch.as_tensor(read_states(trajectories, trajectory[rows], time_index[rows]), dtype=torch.float64)
         with torch.no_grad():
-            parts["z"].append(encoder.encode(x))
             jacobian = encoder_jacobian(encoder, x)
+            values = {"z": encoder.encode(x).float()}
             if loss == "L_z":
                 full_force = torch.zeros_like(x).scatter_(1, index[batch], force[batch])
-                parts["target"].append(torch.einsum("bdn,bn->bd", jacobian, full_force))
+                values["target"] = torch.einsum("bdn,bn->bd", jacobian, full_force).float()
             else:
-                parts["pinv_rows"].append(pseudo_inverse_rows(jacobian, index[batch]))
-    tensors = {name: torch.cat(values).float() for name, values in parts.items() if values}
-    if loss != "L_z":
-        tensors["force"] = force.float()
-    return tensors
+                values |= micro_moments(pseudo_inverse_rows(jacobian, index[batch]), force[batch])
+        for name, value in values.items():
+            parts.setdefault(name, []).append(value)
+    return {name: torch.cat(values) for name, values in parts.items()}
 
 
 def batch_loss(model, loss: str, batch: dict[str, torch.Tensor], scale: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -62,7 +65,7 @@ def batch_loss(model, loss: str, batch: dict[str, torch.Tensor], scale: dict[str
     if loss == "L_z":
         return latent_loss(prediction, (batch["target"] - scale["rate_mean"]) / scale["rate_std"])
     rate = scale["rate_mean"] + scale["rate_std"] * prediction
-    return micro_loss(batch["pinv_rows"], rate, batch["force"])
+    return micro_loss_from_moments(batch["gram"], batch["cross"], batch["offset"], rate)
 
 
 def split_validation(count: int, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,12 +36,13 @@ class System(NamedTuple):
     partial_rhs: Callable  # (x [N], units [k]) -> f(x)[unit_rows(units)], computed at O(k) cost
     unit_rows: Callable  # units [k] -> rows [k * rows_per_unit]
     observables: Callable  # torch x [..., N] -> [..., m]
+    time_step: float | None = None  # integrator step the settings imply
 
 
 def _registry() -> dict:
-    from macroclosure.systems import predator_prey
+    from macroclosure.systems import allen_cahn, predator_prey
 
-    return {"predator_prey": predator_prey}
+    return {"predator_prey": predator_prey, "allen_cahn": allen_cahn}
 
 
 def known_systems() -> list[str]:

@@ -74,4 +74,5 @@ def build(settings: dict) -> System:
         partial_rhs=partial_rhs,
         unit_rows=lambda units: units,
         observables=observables,
+        time_step=settings["dt"],
     )
