@@ -172,6 +172,15 @@ def test_failed_atomic_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    path = tmp_path / "out.zarr"
+    stale = tmp_path / ".out.zarr.partial-999999"
+    stale.mkdir()
+    write_store(forces_dataset(), path, "forces")
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
+
+
 def test_interrupted_atomic_write_leaves_nothing(tmp_path):
     path = tmp_path / "out.zarr"
     with pytest.raises(KeyboardInterrupt):

@@ -72,7 +72,7 @@ def integrate_batch(system: System, x0: np.ndarray, settings: dict, first_trajec
         )
         bad = np.flatnonzero(np.asarray(first_bad) >= 0)
         if bad.size:
-            which = bad[0]
+            which = bad[np.argmin(np.asarray(first_bad)[bad])]  # the first to go
             step = int(first_bad[which])
             raise SimulationDiverged(
                 f"{split} trajectory {first_trajectory + which} became non-finite at step {step} "

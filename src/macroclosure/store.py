@@ -45,25 +45,37 @@ def checksum(values: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
 
 
-def _temporary_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+def _temporary_path(path: Path, tag: str = "partial") -> Path:
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}")
+
+
+def _replace(path: Path, temporary: Path) -> None:
+    """Move `temporary` to `path`; an existing `path` is set aside first and removed last,
+    so at every instant either the old or the new complete store is in place (or set aside)."""
+    previous = _temporary_path(path, "previous")
+    if path.exists():
+        path.rename(previous)
+    temporary.rename(path)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory that replaces `path` only if the block completes."""
+    """Yield a temporary directory that replaces `path` only if the block completes.
+
+    Temporaries left behind by killed writers of the same path are removed first.
+    """
     path = Path(path)
     temporary = _temporary_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(temporary, ignore_errors=True)
+        for stale in path.parent.glob(f".{path.name}.partial-*"):
+            shutil.rmtree(stale, ignore_errors=True)
     except OSError as error:
         raise StoreError(path, f"cannot write here: {error}") from error
     try:
         yield temporary
-        if path.exists():
-            shutil.rmtree(path)
-        temporary.rename(path)
+        _replace(path, temporary)
     except OSError as error:
         shutil.rmtree(temporary, ignore_errors=True)
         raise StoreError(path, f"cannot write here: {error}") from error
