@@ -3,7 +3,7 @@
 Every model maps a batch of latent states [B, d] to their time derivatives [B, d].
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,16 @@ def feedforward(sizes: Sequence[int], activation: str) -> nn.Sequential:
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(n_in, n_out), ACTIVATIONS[activation]()]
     return nn.Sequential(*layers[:-1])
+
+
+def batch_gradient(scalar: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
+    """grad of a per-sample scalar function (a batch [B, d] -> [B]) at every sample, [B, d].
+
+    Samples do not interact, so the gradient of the batch sum gives each sample's gradient.
+    torch.func.grad works inside torch.no_grad() rollouts and, when grad mode is on, stays
+    differentiable with respect to the parameters for training.
+    """
+    return torch.func.grad(lambda batch: scalar(batch).sum())(z)
 
 
 class MLP(nn.Module):
@@ -72,12 +82,8 @@ class OnsagerNet(nn.Module):
         return self.beta * z.square().sum(-1) + 0.5 * self.potential_net(z).square().sum(-1)
 
     def potential_gradient(self, z: Tensor) -> Tensor:
-        """grad V(z) per sample.
-
-        torch.func.grad works inside torch.no_grad() rollouts and, when grad mode is on,
-        stays differentiable with respect to the parameters for training.
-        """
-        return torch.func.grad(lambda batch: self.potential(batch).sum())(z)
+        """grad V(z) per sample (see `batch_gradient`: usable in no-grad rollouts and training)."""
+        return batch_gradient(self.potential, z)
 
     def dissipation(self, z: Tensor) -> Tensor:
         """Positive definite M(z) = L L^T + alpha I, [..., d, d]."""
@@ -96,7 +102,106 @@ class OnsagerNet(nn.Module):
         return velocity if self.forcing is None else velocity + self.forcing(z)
 
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "onsager": OnsagerNet}
+def _guard(normal: Tensor) -> float:
+    """The epsilon added to |n|^2 before dividing by it in a projector away from n.
+
+    It only keeps n = 0 finite (the projector is then I): eps / |n|^2, the relative amount by
+    which P n misses 0, stays below 1e-8 for |n| > 1e4 * machine epsilon of the dtype
+    (2e-12 in float64, 1e-3 in float32, where the rounding of P n is ~1e-7 anyway).
+    """
+    return torch.finfo(normal.dtype).eps ** 2
+
+
+def _project_away(vector: Tensor, normal: Tensor) -> Tensor:
+    """(I - n n^T / |n|^2) v per sample for v, n [B, d]: v without its component along n."""
+    scale = (normal * vector).sum(-1, keepdim=True) / (normal.square().sum(-1, keepdim=True) + _guard(normal))
+    return vector - scale * normal
+
+
+def _projector(normal: Tensor) -> Tensor:
+    """The matrices I - n n^T / |n|^2 per sample, [B, d, d], symmetric and idempotent."""
+    outer = normal.unsqueeze(-1) * normal.unsqueeze(-2)
+    identity = torch.eye(normal.shape[-1], dtype=normal.dtype, device=normal.device)
+    return identity - outer / (normal.square().sum(-1) + _guard(normal))[..., None, None]
+
+
+class GFINN(nn.Module):
+    """GENERIC-formalism informed network: dz/dt = L(z) grad E(z) + M(z) grad S(z).
+
+    E (energy) and S (entropy) are scalar tanh networks. With the projectors
+    P_S = I - grad S grad S^T / |grad S|^2 and P_E likewise,
+
+        L = P_S A P_S,  A = A~ - A~^T         (antisymmetric, L grad S = 0)
+        M = P_E B B^T P_E,  B in R^(d x rank)  (symmetric positive semi-definite, M grad E = 0)
+
+    with A~ and B tanh networks of z. The degeneracy conditions are built in, so along exact
+    trajectories dE/dt = grad E . L grad E = 0 and dS/dt = grad S^T M grad S >= 0 for any
+    parameters. The structure survives the diagonal affine standardisation of z used in
+    training (L -> D^-1 L D^-1, M -> D^-1 M D^-1).
+    """
+
+    def __init__(self, dim: int, hidden: int = 64, layers: int = 2, rank: int | None = None):
+        super().__init__()
+        rank = dim if rank is None else rank
+        if layers < 0:
+            raise ValueError(f"layers must be non-negative, got {layers}")
+        if rank < 1:
+            raise ValueError(f"rank must be at least 1, got {rank}")
+        self.dim = dim
+        self.rank = rank
+        widths = [hidden] * layers
+        self.energy_net = feedforward([dim, *widths, 1], "tanh")
+        self.entropy_net = feedforward([dim, *widths, 1], "tanh")
+        self.poisson_net = feedforward([dim, *widths, dim * dim], "tanh")
+        self.friction_net = feedforward([dim, *widths, dim * rank], "tanh")
+
+    def energy(self, z: Tensor) -> Tensor:
+        """E(z) per sample, [B]."""
+        return self.energy_net(z).squeeze(-1)
+
+    def entropy(self, z: Tensor) -> Tensor:
+        """S(z) per sample, [B]."""
+        return self.entropy_net(z).squeeze(-1)
+
+    def energy_gradient(self, z: Tensor) -> Tensor:
+        """grad E(z) per sample, [B, d] (see `batch_gradient`)."""
+        return batch_gradient(self.energy, z)
+
+    def entropy_gradient(self, z: Tensor) -> Tensor:
+        """grad S(z) per sample, [B, d] (see `batch_gradient`)."""
+        return batch_gradient(self.entropy, z)
+
+    def _skew(self, z: Tensor) -> Tensor:
+        """A(z) = A~ - A~^T before projection, [B, d, d]."""
+        matrix = self.poisson_net(z).unflatten(-1, (self.dim, self.dim))
+        return matrix - matrix.mT
+
+    def _factor(self, z: Tensor) -> Tensor:
+        """B(z) before projection, [B, d, rank]."""
+        return self.friction_net(z).unflatten(-1, (self.dim, self.rank))
+
+    def poisson(self, z: Tensor) -> Tensor:
+        """L(z) = P_S A P_S, antisymmetric with L grad S = 0, [B, d, d]."""
+        projector = _projector(self.entropy_gradient(z))
+        return projector @ self._skew(z) @ projector
+
+    def friction(self, z: Tensor) -> Tensor:
+        """M(z) = P_E B B^T P_E, symmetric positive semi-definite with M grad E = 0, [B, d, d]."""
+        projected = _projector(self.energy_gradient(z)) @ self._factor(z)
+        return projected @ projected.mT
+
+    def forward(self, z: Tensor) -> Tensor:
+        # the same L grad E + M grad S as poisson(z) and friction(z), applied as projections
+        grad_energy, grad_entropy = self.energy_gradient(z), self.entropy_gradient(z)
+        inner = _project_away(grad_energy, grad_entropy).unsqueeze(-1)
+        reversible = _project_away((self._skew(z) @ inner).squeeze(-1), grad_entropy)
+        factor = self._factor(z)
+        weights = factor.mT @ _project_away(grad_entropy, grad_energy).unsqueeze(-1)
+        irreversible = _project_away((factor @ weights).squeeze(-1), grad_energy)
+        return reversible + irreversible
+
+
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "onsager": OnsagerNet, "gfinn": GFINN}
 
 
 def build_model(name: str, dim: int, settings: dict) -> nn.Module:
