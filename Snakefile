@@ -7,7 +7,12 @@ from pathlib import Path
 
 from macroclosure.config import format_fraction, training_runs, validate
 
-configfile: "config.yaml"
+# `--configfile other.yaml` replaces config.yaml instead of being merged into it, so a
+# config that lists fewer systems runs fewer systems.
+if not config:
+
+    configfile: "config.yaml"
+
 validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
 # Jobs run the `macroclosure` command of the environment Snakemake itself runs in.

@@ -17,6 +17,7 @@ from macroclosure.runtime import log  # noqa: E402
 
 GROUP = ["system", "model", "loss", "p"]
 ERROR_TOLERANCE = 3e-3  # METHOD.md's reference tolerance e_tol
+MODEL_STYLE = {"mlp": ("C0", "o"), "onsager": ("C1", "s"), "gfinn": ("C2", "D")}  # colour, marker
 DIVERGED_ERROR = 1.0  # a relative error above 1 is worse than predicting zero: the rollout left
 
 
@@ -76,7 +77,7 @@ def plot_error_against_cost(metrics: pd.DataFrame, path: Path, tolerance: float 
         kept = rows["rollout_error"][rows["rollout_error"] <= DIVERGED_ERROR]
         top = 3 * kept.max() if len(kept) else DIVERGED_ERROR
         for number, ((model, loss, p), group) in enumerate(rows.groupby(["model", "loss", "p"])):
-            colour, marker = f"C{number}", "o" if model == "mlp" else "s"
+            colour, marker = f"C{number}", MODEL_STYLE[model][1]
             errors = group["rollout_error"]
             good = errors <= DIVERGED_ERROR
             axis.scatter(group["force_evaluations"][good], errors[good], marker=marker, color=colour, s=14, alpha=0.5)
@@ -102,10 +103,9 @@ def plot_loss_curves(histories: list[str], path: Path) -> None:
     for axis, (system, loss) in zip(axes[0], panels):
         for hp, history in runs:
             if (hp["system"], hp["loss"]) == (system, loss):
-                axis.plot(history["epoch"], history["loss"], lw=1,
-                          color="C0" if hp["model"] == "mlp" else "C1", alpha=0.7)
-        axis.plot([], [], color="C0", label="mlp")
-        axis.plot([], [], color="C1", label="onsager")
+                axis.plot(history["epoch"], history["loss"], lw=1, color=MODEL_STYLE[hp["model"]][0], alpha=0.7)
+        for model in sorted({hp["model"] for hp, _ in runs}):
+            axis.plot([], [], color=MODEL_STYLE[model][0], label=model)
         axis.set(yscale="log", title=f"{system} {loss}", xlabel="epoch", ylabel="training loss")
         axis.legend(fontsize=8)
     figure.tight_layout()
