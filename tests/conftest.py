@@ -12,6 +12,8 @@ import copy
 import sys
 from pathlib import Path
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -91,3 +93,15 @@ def simulate_tiny(path: Path, split: str = "train", **changes) -> Path:
 def train_store(tmp_path_factory) -> Path:
     """A tiny simulated predator-prey training store; read it, do not modify it (copy first)."""
     return simulate_tiny(tmp_path_factory.mktemp("trajectories") / "train.zarr")
+
+
+def state_subset_cases(n, edges, value_range, dtype, count=6, seed=0):
+    """(state, units) pairs for partial-force checks: the first subset is `edges`, the
+    others random subsets of the same size (one size, one compilation); states uniform."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for trial in range(count):
+        x = rng.uniform(*value_range, n).astype(dtype)
+        units = edges if trial == 0 else rng.choice(n, size=edges.size, replace=False)
+        cases.append((jnp.asarray(x), jnp.asarray(units)))
+    return cases

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import state_subset_cases
+from jaxpr_probe import trace_sizes
+
 from macroclosure.integrators import rk4_step
 from macroclosure.simulate import SPLIT_STREAMS, advance, simulate
 from macroclosure.store import open_store, read
@@ -30,18 +33,8 @@ def corner_and_edge_units(cells):
 
 
 def random_cases(cells, dtype, count=6, seed=0):
-    """(state, units) pairs: random states, random subsets of 8, and corners plus edges.
-
-    One subset size keeps it to one compilation."""
-    rng = np.random.default_rng(seed)
-    n = cells * cells
-    edges = corner_and_edge_units(cells)
-    cases = []
-    for trial in range(count):
-        x = rng.uniform(-1.5, 1.5, n).astype(dtype)
-        units = edges if trial == 0 else rng.choice(n, size=edges.size, replace=False)
-        cases.append((jnp.asarray(x), jnp.asarray(units)))
-    return cases
+    """Random states with random subsets of 8, and corners plus edges."""
+    return state_subset_cases(cells * cells, corner_and_edge_units(cells), (-1.5, 1.5), dtype, count, seed)
 
 
 # --- partial force ---------------------------------------------------------------------
@@ -104,24 +97,6 @@ def test_partial_force_reads_only_the_stencils_of_its_units(float64):
         assert np.array_equal(got, expected)
 
 
-def _equations(jaxpr):
-    """Every equation of a jaxpr, descending into the jaxprs of nested calls."""
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for value in eqn.params.values():
-            inner = getattr(value, "jaxpr", value)  # ClosedJaxpr or Jaxpr
-            if hasattr(inner, "eqns"):
-                yield from _equations(inner)
-
-
-def _trace(function, *args):
-    closed = jax.make_jaxpr(function)(*args)
-    equations = list(_equations(closed.jaxpr))
-    sizes = [int(np.prod(v.aval.shape)) for eqn in equations for v in eqn.outvars]
-    sizes += [int(np.prod(np.shape(c))) for c in closed.consts]
-    return equations, sizes
-
-
 def _state(cells):
     """An abstract state: tracing needs only its shape, so large grids cost nothing."""
     return jax.ShapeDtypeStruct((cells * cells,), jnp.float64)
@@ -132,7 +107,7 @@ def test_partial_force_traces_to_work_of_size_k_only(float64, cells):
     n = cells * cells
     units = jnp.array([0, cells + 7, n - 1])
     k = units.size
-    equations, sizes = _trace(system(cells).partial_rhs, _state(cells), units)
+    equations, sizes = trace_sizes(system(cells).partial_rhs, _state(cells), units)
     assert max(sizes) <= k  # no intermediate (nor constant) grows with N
     for eqn in equations:  # the state itself is only ever gathered from
         if any(int(np.prod(v.aval.shape)) >= n for v in eqn.invars if hasattr(v, "aval")):
@@ -142,7 +117,7 @@ def test_partial_force_traces_to_work_of_size_k_only(float64, cells):
 
 def test_partial_force_trace_does_not_depend_on_the_grid_size(float64):
     def primitives(cells):
-        equations, _ = _trace(system(cells).partial_rhs, _state(cells), jnp.array([1, 2, 3]))
+        equations, _ = trace_sizes(system(cells).partial_rhs, _state(cells), jnp.array([1, 2, 3]))
         return [eqn.primitive.name for eqn in equations]
 
     assert primitives(50) == primitives(3000)
@@ -150,7 +125,7 @@ def test_partial_force_trace_does_not_depend_on_the_grid_size(float64):
 
 @pytest.mark.parametrize("cells", [50, 3000])
 def test_full_force_does_work_of_size_n(float64, cells):
-    _, sizes = _trace(system(cells).rhs, _state(cells))
+    _, sizes = trace_sizes(system(cells).rhs, _state(cells))
     assert max(sizes) >= cells * cells  # sanity check of the probe used on the partial force
 
 

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_settings
+from conftest import state_subset_cases, tiny_settings
+from jaxpr_probe import trace_sizes
 
 from macroclosure.systems import build_system, dimensions
 
@@ -17,18 +18,9 @@ def system(cells, a=A, b=B, diffusion_u=D):
 
 
 def random_cases(cells, dtype, count=6, seed=0):
-    """(state, units) pairs: random states, random subsets of 4, and the 4 edge cells.
-
-    One subset size keeps it to one compilation."""
-    rng = np.random.default_rng(seed)
-    n = 2 * cells
+    """Random states with random subsets of 4, and the 4 edge cells."""
     edges = np.array([0, cells - 1, cells, 2 * cells - 1])
-    cases = []
-    for trial in range(count):
-        x = rng.uniform(-1.0, 2.0, n).astype(dtype)
-        units = edges if trial == 0 else rng.choice(n, size=edges.size, replace=False)
-        cases.append((jnp.asarray(x), jnp.asarray(units)))
-    return cases
+    return state_subset_cases(2 * cells, edges, (-1.0, 2.0), dtype, count, seed)
 
 
 @pytest.mark.parametrize("precision, dtype", [("float32", np.float32), ("float64", np.float64)])
@@ -71,29 +63,11 @@ def test_partial_force_reads_only_the_stencils_of_its_units(float64):
         assert np.array_equal(got, expected)
 
 
-def _equations(jaxpr):
-    """Every equation of a jaxpr, descending into the jaxprs of nested calls."""
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for value in eqn.params.values():
-            inner = getattr(value, "jaxpr", value)  # ClosedJaxpr or Jaxpr
-            if hasattr(inner, "eqns"):
-                yield from _equations(inner)
-
-
-def _trace(function, *args):
-    closed = jax.make_jaxpr(function)(*args)
-    equations = list(_equations(closed.jaxpr))
-    sizes = [int(np.prod(v.aval.shape)) for eqn in equations for v in eqn.outvars]
-    sizes += [int(np.prod(np.shape(c))) for c in closed.consts]
-    return equations, sizes
-
-
 @pytest.mark.parametrize("cells", [50, 5000])
 def test_partial_force_traces_to_work_of_size_k_only(float64, cells):
     k, n = 3, 2 * cells
     pp = system(cells)
-    equations, sizes = _trace(pp.partial_rhs, jnp.zeros(n), jnp.array([0, cells + 7, n - 1]))
+    equations, sizes = trace_sizes(pp.partial_rhs, jnp.zeros(n), jnp.array([0, cells + 7, n - 1]))
     assert max(sizes) <= 2 * k  # no intermediate (nor constant) grows with N
     for eqn in equations:  # the state itself is only ever gathered from
         if any(int(np.prod(v.aval.shape)) >= n for v in eqn.invars if hasattr(v, "aval")):
@@ -103,7 +77,7 @@ def test_partial_force_traces_to_work_of_size_k_only(float64, cells):
 
 def test_partial_force_trace_does_not_depend_on_the_grid_size(float64):
     def primitives(cells):
-        equations, _ = _trace(system(cells).partial_rhs, jnp.zeros(2 * cells), jnp.array([1, 2, 3]))
+        equations, _ = trace_sizes(system(cells).partial_rhs, jnp.zeros(2 * cells), jnp.array([1, 2, 3]))
         return [eqn.primitive.name for eqn in equations]
 
     assert primitives(50) == primitives(5000)
@@ -111,7 +85,7 @@ def test_partial_force_trace_does_not_depend_on_the_grid_size(float64):
 
 @pytest.mark.parametrize("cells", [50, 5000])
 def test_full_force_does_work_of_size_n(float64, cells):
-    _, sizes = _trace(system(cells).rhs, jnp.zeros(2 * cells))
+    _, sizes = trace_sizes(system(cells).rhs, jnp.zeros(2 * cells))
     assert max(sizes) >= 2 * cells  # sanity check of the probe used on the partial force
 
 
