@@ -28,7 +28,7 @@ TINY = {
             "simulate": {"cells": 10, "steps": 200, "save_every": 10, "trajectories": {"train": 4, "test": 2}},
             "sample": {"fractions": [0.2, 1.0], "configurations": 60},
             "closure": {"epochs": 2, "hidden": [8]},
-            "train": {"epochs": 3, "mlp": {"hidden": [16]}, "onsager": {"hidden": 8}},
+            "train": {"epochs": 3, "ensemble": 2, "mlp": {"hidden": [16]}, "onsager": {"hidden": 8}},
         }
     },
 }
@@ -78,7 +78,8 @@ def test_pipeline_produces_every_output(pipeline):
         assert (results / "report" / figure).stat().st_size > 1000
     metrics = json.loads((results / "predator_prey/evaluation/onsager_L_xp_p0.2_seed0/metrics.json").read_text())
     assert metrics["force_evaluations"] == 60 * 4  # 60 configurations x 4 of 20 coordinates
-    assert len(metrics["rollout_error_per_trajectory"]) == 2
+    assert len(metrics["member_rollout_errors"]) == 2  # ensemble members
+    assert [len(errors) for errors in metrics["rollout_error_per_trajectory"]] == [2, 2]  # test trajectories
     assert (results / "predator_prey/evaluation/onsager_L_xp_p0.2_seed0/rollout.png").is_file()
     assert "| predator_prey | onsager | L_xp | 0.2 |" in (results / "report/summary.md").read_text()
     assert (results / "benchmarks/predator_prey/simulate_train.tsv").is_file()

@@ -42,14 +42,18 @@ def rollout(model: torch.nn.Module, z0: np.ndarray, n_steps: int, dt: float, sub
 
 
 def plot_rollouts(time: np.ndarray, truth: np.ndarray, predicted: np.ndarray, names: list[str], title: str, path: Path) -> None:
-    """Each latent component against time: truth solid, prediction dashed, one colour per trajectory."""
+    """Each latent component against time: truth solid, ensemble mean dashed, the members'
+    range shaded, one colour per trajectory. predicted is [member, trajectory, time, d]."""
     d = truth.shape[-1]
     figure, axes = plt.subplots(1, d, figsize=(3.2 * d, 3.0), squeeze=False)
     for component, axis in enumerate(axes[0]):
         for trajectory in range(truth.shape[0]):
             colour = f"C{trajectory}"
             axis.plot(time, truth[trajectory, :, component], color=colour, lw=1.5)
-            axis.plot(time, predicted[trajectory, :, component], color=colour, lw=1.5, ls="--")
+            members = predicted[:, trajectory, :, component]
+            axis.plot(time, members.mean(0), color=colour, lw=1.5, ls="--")
+            if len(members) > 1:
+                axis.fill_between(time, members.min(0), members.max(0), color=colour, alpha=0.2, lw=0)
         axis.set_title(names[component])
         axis.set_xlabel("t")
     axes[0][0].plot([], [], color="k", label="truth")
@@ -64,29 +68,38 @@ def plot_rollouts(time: np.ndarray, truth: np.ndarray, predicted: np.ndarray, na
 def evaluate(model_dir: str, closure: str, trajectories: str, out: str, settings: dict) -> None:
     """Score one trained model on the test trajectories; write metrics.json and rollout.png."""
     autoencoder, closure_hparams, normalisation = load_closure(closure)
-    model, hparams = load_dynamics(model_dir)
+    members, hparams = load_dynamics(model_dir)
     settings = complete_section(closure_hparams["system"], "evaluate", settings)
     ds = open_store(trajectories, "trajectories", system=closure_hparams["system"])
     system = system_of(ds)
     time = ds["time"].values
     truth = encode_trajectories(autoencoder, ds)
-    predicted = rollout(PhysicalRate(model, normalisation), truth[:, 0], len(time) - 1, float(time[1] - time[0]), settings["substeps"])
+    predicted = np.stack([
+        rollout(PhysicalRate(model, normalisation), truth[:, 0], len(time) - 1, float(time[1] - time[0]), settings["substeps"])
+        for model in members
+    ])
     m = system.dims.observables
-    errors = relative_rollout_error(predicted[..., :m], truth[..., :m])
+    errors = relative_rollout_error(predicted[..., :m], truth[None, ..., :m])  # [member, trajectory]
+    member_errors = errors.mean(1)
     metrics = {
         name: hparams[name]
         for name in ("system", "model", "loss", "p", "seed", "configurations", "force_evaluations",
                      "force_unit", "force_wall_seconds", "train_wall_seconds")
     } | {
-        "rollout_error": float(errors.mean()),
+        "rollout_error": float(member_errors.mean()),
+        "member_rollout_errors": member_errors.tolist(),
         "rollout_error_per_trajectory": errors.tolist(),
-        "test_trajectories": int(len(errors)),
+        "ensemble": len(members),
+        "test_trajectories": int(errors.shape[1]),
     }
     names = list(system.observable_names) + [f"closure {i + 1}" for i in range(truth.shape[-1] - m)]
     shown = settings["plot_trajectories"]
-    title = f"{hparams['system']}: {hparams['model']} {hparams['loss']} p={hparams['p']:g} seed {hparams['seed']}, e = {errors.mean():.2e}"
+    spread = f" ± {member_errors.std():.1e} over {len(members)} members" if len(members) > 1 else ""
+    title = (f"{hparams['system']}: {hparams['model']} {hparams['loss']} p={hparams['p']:g} seed {hparams['seed']}, "
+             f"e = {member_errors.mean():.2e}{spread}")
     with atomic_directory(out) as temporary:
         temporary.mkdir()
         (temporary / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        plot_rollouts(time, truth[:shown], predicted[:shown], names, title, temporary / "rollout.png")
-    log.info("rollout error %.3e over %d test trajectories", errors.mean(), len(errors))
+        plot_rollouts(time, truth[:shown], predicted[:, :shown], names, title, temporary / "rollout.png")
+    log.info("rollout error %.3e (members: %s) over %d test trajectories", member_errors.mean(),
+             ", ".join(f"{e:.2e}" for e in member_errors), errors.shape[1])

@@ -22,21 +22,28 @@ DIVERGED_ERROR = 1.0  # a relative error above 1 is worse than predicting zero: 
 
 
 def load_metrics(paths: list[str]) -> pd.DataFrame:
-    """One row per trained model (system, model, loss, p, seed)."""
-    return pd.DataFrame([json.loads(Path(path).read_text()) for path in paths])
+    """One row per trained model: (system, model, loss, p, seed, ensemble member)."""
+    rows = []
+    for path in paths:
+        metrics = json.loads(Path(path).read_text())
+        for member, error in enumerate(metrics.pop("member_rollout_errors")):
+            rows.append(metrics | {"member": member, "rollout_error": error})
+    return pd.DataFrame(rows)
 
 
 def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Rollout error over seeds, beside the force cost, per (system, model, loss, p).
+    """Rollout error over trained models (seeds x ensemble members), beside the force cost,
+    per (system, model, loss, p).
 
-    Mean and std are over the seeds whose rollout stayed near the truth; `diverged` counts
-    the seeds with an error above DIVERGED_ERROR (or non-finite), so one blown-up rollout is
+    Mean and std are over the models whose rollout stayed near the truth; `diverged` counts
+    the models with an error above DIVERGED_ERROR (or non-finite), so one blown-up rollout is
     reported as such instead of swamping the mean.
     """
     diverged = ~(metrics["rollout_error"] <= DIVERGED_ERROR)
     metrics = metrics.assign(finite_error=metrics["rollout_error"].where(~diverged), diverged=diverged)
     summary = metrics.groupby(GROUP, sort=True).agg(
-        seeds=("seed", "count"),
+        seeds=("seed", "nunique"),
+        models=("seed", "count"),
         diverged=("diverged", "sum"),
         configurations=("configurations", "mean"),
         force_evaluations=("force_evaluations", "mean"),
@@ -47,19 +54,19 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
         train_wall_seconds=("train_wall_seconds", "mean"),
     ).reset_index()
     summary["rollout_error_std"] = summary["rollout_error_std"].fillna(0.0)
-    return summary.astype({"configurations": int, "force_evaluations": int, "diverged": int})
+    return summary.astype({"configurations": int, "force_evaluations": int, "diverged": int, "models": int})
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
     """The summary as a GitHub-flavoured Markdown table."""
     header = ("| system | model | loss | p | configurations | force evaluations "
-              "| rollout error (mean ± std over seeds) | seeds | diverged |")
-    lines = [header, "|" + "---|" * 9]
+              "| rollout error (mean ± std over models) | seeds | models | diverged |")
+    lines = [header, "|" + "---|" * 10]
     for row in summary.itertuples():
         lines.append(
             f"| {row.system} | {row.model} | {row.loss} | {row.p:g} | {row.configurations} | "
             f"{row.force_evaluations:.3g} {row.force_unit}s | {row.rollout_error_mean:.2e} ± {row.rollout_error_std:.1e} "
-            f"| {row.seeds} | {row.diverged} |"
+            f"| {row.seeds} | {row.models} | {row.diverged} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -67,7 +74,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
 def plot_error_against_cost(metrics: pd.DataFrame, path: Path, tolerance: float = ERROR_TOLERANCE) -> None:
     """Rollout error against force evaluations, one panel per system.
 
-    Small markers are seeds, large ones the mean ± std over seeds that did not diverge; a
+    Small markers are trained models, large ones the mean ± std over those that did not diverge; a
     diverged rollout is drawn as a triangle on the top edge. The dashed line is e_tol.
     """
     systems = sorted(metrics["system"].unique())

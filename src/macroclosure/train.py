@@ -18,6 +18,7 @@ from tqdm import tqdm
 from macroclosure.closure import Autoencoder, encoder_jacobian, load_closure, pseudo_inverse_rows
 from macroclosure.config import complete_section
 from macroclosure.dynamics import build_model
+from macroclosure.ensemble import Stacked, build_members, member_seed
 from macroclosure.history import write_history
 from macroclosure.losses import latent_loss, micro_loss_from_moments, micro_moments
 from macroclosure.normalisation import Normalisation
@@ -75,51 +76,62 @@ def split_validation(count: int, fraction: float, generator: torch.Generator) ->
     return order[held_out:], order[:held_out]
 
 
-def mean_loss(model, loss: str, tensors: dict, scale: dict, indices: torch.Tensor, batch_size: int) -> float:
-    """The loss over `indices` without gradients, batch by batch."""
+def mean_losses(stacked: Stacked, loss: str, tensors: dict, scale: dict, indices: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Each member's loss over `indices`, without gradients: [K]."""
+    total = torch.zeros(stacked.count, dtype=torch.float64)
     with torch.no_grad():
-        total = sum(
-            batch_loss(model, loss, {name: t[batch] for name, t in tensors.items()}, scale).item() * len(batch)
-            for batch in indices.split(batch_size)
-        )
+        for batch in indices.split(batch_size):
+            data = {name: t[batch] for name, t in tensors.items()}
+            total += stacked.map(lambda model: batch_loss(model, loss, data, scale)).double().cpu() * len(batch)
     return total / len(indices)
 
 
-def fit_dynamics(model, loss: str, tensors: dict, normalisation: Normalisation, settings: dict, seed: int, device, progress: bool = True) -> list[dict]:
-    """AdamW (amsgrad) with ReduceLROnPlateau on a held-out validation loss.
+def fit_dynamics(members: list, loss: str, tensors: dict, normalisation: Normalisation, settings: dict, seed: int, device, progress: bool = True) -> tuple[list[dict], list[dict]]:
+    """Train ensemble members together: AdamW (amsgrad), ReduceLROnPlateau on held-out loss.
 
     The same loss on held-out configurations is an unbiased estimate of the population loss
-    (for L_x,p too), so the parameters with the lowest validation loss are kept: noisy partial
-    targets cannot be memorised unnoticed. Returns the per-epoch history.
+    (for L_x,p too), so each member keeps its parameters of lowest validation loss: noisy
+    partial targets cannot be memorised unnoticed. Members see the same minibatches and share
+    the learning-rate schedule (driven by their mean validation loss); their gradients are
+    independent, so with a constant rate each evolves exactly as if trained alone.
+    Returns the per-epoch history and one state_dict per member.
     """
     generator = torch.Generator().manual_seed(seed)
     tensors = {name: value.to(device) for name, value in tensors.items()}
     scale = {name: value.to(device) for name, value in normalisation.tensors().items()}
     training, validation = (part.to(device) for part in split_validation(len(tensors["z"]), settings["validation_fraction"], generator))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=0.0, amsgrad=True)
+    stacked = Stacked([member.to(device) for member in members])
+    optimizer = torch.optim.AdamW(stacked.params.values(), lr=settings["lr"], weight_decay=0.0, amsgrad=True)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=settings["plateau_factor"], patience=settings["plateau_patience"]
     )
-    history, best = [], (float("inf"), None)
+    best_loss = torch.full((stacked.count,), float("inf"), dtype=torch.float64)
+    best_params = {name: value.detach().clone() for name, value in stacked.params.items()}
+    history = []
     bar = tqdm(range(1, settings["epochs"] + 1), desc=f"train {loss}", disable=not progress, mininterval=2.0)
     for epoch in bar:
         total = 0.0
         for batch in training[torch.randperm(len(training), generator=generator).to(device)].split(settings["batch_size"]):
-            value = batch_loss(model, loss, {name: t[batch] for name, t in tensors.items()}, scale)
+            data = {name: t[batch] for name, t in tensors.items()}
+            value = stacked.map(lambda model: batch_loss(model, loss, data, scale)).sum()
             optimizer.zero_grad()
             value.backward()
             optimizer.step()
             total += value.item() * len(batch)
-        held_out = mean_loss(model, loss, tensors, scale, validation, settings["batch_size"])
-        if not np.isfinite(held_out):
-            raise FloatingPointError(f"{loss} became non-finite at epoch {epoch}; lower the learning rate")
-        scheduler.step(held_out)
-        if held_out < best[0]:
-            best = (held_out, {name: value.clone() for name, value in model.state_dict().items()})
-        history.append({"epoch": epoch, "loss": total / len(training), "validation_loss": held_out, "lr": optimizer.param_groups[0]["lr"]})
-        bar.set_postfix(loss=f"{total / len(training):.3e}", validation=f"{held_out:.3e}", refresh=False)
-    model.load_state_dict(best[1])
-    return history
+        held_out = mean_losses(stacked, loss, tensors, scale, validation, settings["batch_size"])
+        if not torch.isfinite(held_out).all():
+            member = int(torch.nonzero(~torch.isfinite(held_out))[0])
+            raise FloatingPointError(f"{loss} of ensemble member {member} became non-finite at epoch {epoch}; lower the learning rate")
+        scheduler.step(held_out.mean().item())
+        improved = held_out < best_loss
+        best_loss = torch.where(improved, held_out, best_loss)
+        for name, value in stacked.params.items():
+            best_params[name][improved.to(device)] = value.detach()[improved.to(device)]
+        mean_training = total / len(training) / stacked.count
+        history.append({"epoch": epoch, "loss": mean_training, "validation_loss": held_out.mean().item(),
+                        "lr": optimizer.param_groups[0]["lr"]})
+        bar.set_postfix(loss=f"{mean_training:.3e}", validation=f"{held_out.mean():.3e}", refresh=False)
+    return history, stacked.state_dicts(best_params)
 
 
 def train(trajectories: str, forces: str, closure: str, out: str, model_name: str, loss: str, seed: int, settings: dict, device: str = "auto", progress: bool = True) -> None:
@@ -137,11 +149,10 @@ def train(trajectories: str, forces: str, closure: str, out: str, model_name: st
     tensors = training_tensors(autoencoder, trajectory_store, force_store, loss)
     prepare_seconds = time.perf_counter() - start
     dim = closure_hparams["latent_dim"]
-    torch.manual_seed(seed)
-    model = build_model(model_name, dim, settings[model_name]).to(torch_used)
-    log.info("training %s with %s on %d samples (p = %g)", model_name, loss, len(tensors["z"]), force_store.attrs["p"])
+    members = build_members(model_name, dim, settings[model_name], seed, settings["ensemble"])
+    log.info("training %d x %s with %s on %d samples (p = %g)", len(members), model_name, loss, len(tensors["z"]), force_store.attrs["p"])
     start = time.perf_counter()
-    history = fit_dynamics(model, loss, tensors, normalisation, settings, seed, torch_used, progress)
+    history, state_dicts = fit_dynamics(members, loss, tensors, normalisation, settings, seed, torch_used, progress)
     train_seconds = time.perf_counter() - start
     hparams = {
         "model": model_name,
@@ -151,6 +162,8 @@ def train(trajectories: str, forces: str, closure: str, out: str, model_name: st
         "system": system,
         "p": float(force_store.attrs["p"]),
         "seed": seed,
+        "ensemble": len(members),
+        "member_seeds": [member_seed(seed, member) for member in range(len(members))],
         "configurations": int(force_store.attrs["configurations"]),
         "force_evaluations": int(force_store.attrs["force_evaluations"]),
         "force_unit": force_store.attrs["unit"],
@@ -162,19 +175,22 @@ def train(trajectories: str, forces: str, closure: str, out: str, model_name: st
     }
     with atomic_directory(out) as temporary:
         temporary.mkdir()
-        torch.save(model.state_dict(), temporary / "model.pt")
+        torch.save({"members": state_dicts}, temporary / "model.pt")
         (temporary / "hparams.json").write_text(json.dumps(hparams, indent=2))
         write_history(history, temporary / "history.csv")
     log.info("final %s loss %.4e after %.1f s", loss, history[-1]["loss"], train_seconds)
 
 
-def load_dynamics(directory: str | Path) -> tuple[torch.nn.Module, dict]:
-    """A trained latent model (in standardised units) and its hyper-parameters."""
+def load_dynamics(directory: str | Path) -> tuple[list[torch.nn.Module], dict]:
+    """The trained ensemble members (in standardised units) and their hyper-parameters."""
     directory = Path(directory)
     try:
         hparams = json.loads((directory / "hparams.json").read_text())
-        model = build_model(hparams["model"], hparams["dim"], hparams["model_settings"])
-        model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
+        members = []
+        for state_dict in torch.load(directory / "model.pt", weights_only=True)["members"]:
+            model = build_model(hparams["model"], hparams["dim"], hparams["model_settings"])
+            model.load_state_dict(state_dict)
+            members.append(model.eval())
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise StoreError(directory, f"is not a complete trained model: {error}") from error
-    return model.eval(), hparams
+    return members, hparams

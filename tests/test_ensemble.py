@@ -1,0 +1,72 @@
+"""Ensembles trained as one stacked, vmapped model behave like their members trained alone."""
+
+import copy
+
+import pytest
+import torch
+
+from macroclosure.ensemble import Stacked, build_members, member_seed
+from macroclosure.losses import micro_moments
+from macroclosure.normalisation import Normalisation
+from macroclosure.train import fit_dynamics
+
+DIM = 3
+MODELS = {"mlp": {"hidden": [16]}, "onsager": {"hidden": 8}, "gfinn": {"hidden": 8}}
+SETTINGS = {"epochs": 4, "batch_size": 16, "lr": 1e-3, "plateau_patience": 100, "plateau_factor": 0.5,
+            "validation_fraction": 0.25}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def identity_normalisation() -> Normalisation:
+    return Normalisation(z_mean=[0.0] * DIM, z_std=[1.0] * DIM, rate_mean=[0.0] * DIM, rate_std=[1.0] * DIM)
+
+
+def training_data(loss: str) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    z = torch.randn(64, DIM, generator=generator)
+    if loss == "L_z":
+        return {"z": z, "target": -z + 0.1 * torch.randn(64, DIM, generator=generator)}
+    rows = torch.randn(64, 5, DIM, generator=generator, dtype=torch.float64)
+    force = torch.randn(64, 5, generator=generator, dtype=torch.float64)
+    return {"z": z} | micro_moments(rows, force)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_stacked_members_give_each_members_output(name):
+    members = build_members(name, DIM, MODELS[name], seed=1, count=3)
+    z = torch.randn(7, DIM)
+    stacked = Stacked(members).map(lambda model: model(z))
+    for member, output in zip(members, stacked):
+        torch.testing.assert_close(output, member(z), rtol=1e-5, atol=1e-6)
+
+
+def test_members_are_initialised_independently_and_reproducibly():
+    first = build_members("mlp", DIM, MODELS["mlp"], seed=2, count=2)
+    again = build_members("mlp", DIM, MODELS["mlp"], seed=2, count=2)
+    weight = "net.0.weight"
+    assert not torch.equal(first[0].state_dict()[weight], first[1].state_dict()[weight])
+    assert torch.equal(first[1].state_dict()[weight], again[1].state_dict()[weight])
+    assert member_seed(2, 1) != member_seed(1, 2)
+
+
+@pytest.mark.parametrize("name, loss", [("mlp", "L_z"), ("onsager", "L_xp"), ("gfinn", "L_z")])
+def test_ensemble_training_equals_training_the_members_one_by_one(name, loss):
+    members = build_members(name, DIM, MODELS[name], seed=0, count=2)
+    data = training_data(loss)
+    _, together = fit_dynamics(copy.deepcopy(members), loss, data, identity_normalisation(), SETTINGS, seed=5,
+                               device=torch.device("cpu"), progress=False)
+    for member, trained_together in zip(members, together):
+        _, (alone,) = fit_dynamics([copy.deepcopy(member)], loss, data, identity_normalisation(), SETTINGS, seed=5,
+                                   device=torch.device("cpu"), progress=False)
+        assert alone.keys() == trained_together.keys()
+        for key in alone:
+            torch.testing.assert_close(trained_together[key], alone[key], rtol=1e-4, atol=1e-5)
+        changed = any(not torch.equal(alone[key], member.state_dict()[key]) for key in alone)
+        assert changed, "training did not move the parameters"
