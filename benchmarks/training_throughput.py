@@ -36,6 +36,7 @@ def timed_fit(name: str, dim: int, members: int, settings: dict) -> float:
 def main() -> None:
     torch.set_num_threads(1)
     settings = complete_section("predator_prey", "train", {"epochs": EPOCHS})
+    timed_fit("mlp", 4, 1, settings)  # warm-up: first-call costs of torch are not throughput
     rows = ["model\tdim\tmembers\tmode\twall_s\tsamples_per_s"]
     for name in ("mlp", "onsager", "gfinn"):
         for dim in (4, 32):

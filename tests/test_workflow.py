@@ -16,6 +16,8 @@ import pytest
 import xarray as xr
 import yaml
 
+from macroclosure.store import open_store
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPOSITORY / "Snakefile"
 BIN = Path(sys.executable).parent
@@ -116,8 +118,8 @@ def test_cli_stage_alone_reproduces_the_rule_output(pipeline, tmp_path):
     trajectories = pipeline / "results/predator_prey/trajectories/train.zarr"
     subprocess.run([str(BIN / "macroclosure"), "sample", "--trajectories", str(trajectories), "--p", "0.2",
                     "--seed", "0", "--settings", settings, "--out", str(out), "--no-progress"], check=True)
-    ours = xr.open_zarr(out, consolidated=False)
-    rules = xr.open_zarr(pipeline / "results/predator_prey/forces/p0.2/seed0.zarr", consolidated=False)
+    ours = open_store(out, "forces")
+    rules = open_store(pipeline / "results/predator_prey/forces/p0.2/seed0.zarr", "forces")
     for name in ("trajectory", "time_index", "index", "force"):
         np.testing.assert_array_equal(ours[name].values, rules[name].values)
 
