@@ -44,8 +44,14 @@ class Stacked:
         return lambda z: functional_call(self.base, (params, buffers), (z,))
 
     def map(self, per_member, params: dict | None = None):
-        """[K, ...]: per_member(model) evaluated for every member, vectorised over members."""
+        """[K, ...]: per_member(model) evaluated for every member, vectorised over members.
+
+        A single member skips vmap, whose per-call overhead dominates for small models.
+        """
         params = self.params if params is None else params
+        if self.count == 1:
+            first = {name: value[0] for name, value in (params | self.buffers).items()}
+            return per_member(lambda z: functional_call(self.base, first, (z,)))[None]
         return vmap(lambda p, b: per_member(self.member_function(p, b)))(params, self.buffers)
 
     def state_dicts(self, params: dict | None = None) -> list[dict]:
