@@ -105,3 +105,14 @@ def state_subset_cases(n, edges, value_range, dtype, count=6, seed=0):
         units = edges if trial == 0 else rng.choice(n, size=edges.size, replace=False)
         cases.append((jnp.asarray(x), jnp.asarray(units)))
     return cases
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: threads only add synchronisation, badly so on a loaded machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

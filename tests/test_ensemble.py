@@ -16,12 +16,7 @@ SETTINGS = {"epochs": 4, "batch_size": 16, "lr": 1e-3, "plateau_patience": 100, 
             "validation_fraction": 0.25}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def identity_normalisation() -> Normalisation:

@@ -14,13 +14,7 @@ from macroclosure.dynamics import GFINN, OnsagerNet, build_model, rk4_rollout
 FLOAT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: threads only add synchronisation, badly so on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def redrawn(model, seed, scale):
