@@ -20,7 +20,7 @@ from macroclosure.config import complete_section
 from macroclosure.dynamics import feedforward
 from macroclosure.history import write_history
 from macroclosure.normalisation import Normalisation, fit_normalisation
-from macroclosure.runtime import log, provenance
+from macroclosure.runtime import log, provenance, torch_device
 from macroclosure.sampling import draw_configurations
 from macroclosure.store import StoreError, atomic_directory, open_store, read, read_states
 from macroclosure.systems import build_system, system_of
@@ -185,7 +185,8 @@ def load_closure(directory: str | Path) -> tuple[Autoencoder, dict, Normalisatio
 
 
 def run_closure(trajectories: str, out: str, settings: dict, device: str = "auto", progress: bool = True) -> None:
-    """Fit the closure autoencoder on every training state and save it with its normalisation."""
+    """Fit the closure autoencoder on up to `configurations` training states (on the chosen
+    device) and save it with the latent normalisation of the training trajectories."""
     ds = open_store(trajectories, "trajectories")
     settings = complete_section(ds.attrs["system"], "closure", settings)
     system = system_of(ds)
@@ -197,8 +198,9 @@ def run_closure(trajectories: str, out: str, settings: dict, device: str = "auto
         "system_settings": system.settings,
         "latent_dim": settings["latent_dim"],
         "hidden": settings["hidden"],
-        "provenance": provenance(settings, settings["seed"], device),
     }
+    torch_used = torch_device(device)
+    hparams["provenance"] = provenance(settings, settings["seed"], str(torch_used))
     torch.manual_seed(settings["seed"])
     model = build_autoencoder(hparams)
     model.x_mean.copy_(x.mean(0))
@@ -206,13 +208,13 @@ def run_closure(trajectories: str, out: str, settings: dict, device: str = "auto
     log.info("fitting the closure autoencoder: %d states, N = %d, d = %d", len(x), x.shape[1], settings["latent_dim"])
     start = time.perf_counter()
     history = fit_autoencoder(
-        model, x,
+        model.to(torch_used), x.to(torch_used),
         epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
         weight_decay=settings["weight_decay"], condition_weight=settings["condition_weight"],
         seed=settings["seed"], progress=progress,
     )
     hparams["train_wall_seconds"] = time.perf_counter() - start
-    model.eval()
+    model = model.cpu().eval()
     latent = encode_trajectories(model, ds)
     normalisation = fit_normalisation(latent, float(ds["time"][1] - ds["time"][0]))
     with atomic_directory(out) as temporary:
