@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from macroclosure.config import format_fraction, training_runs, validate
+from macroclosure.resources import estimate
 
 # `--configfile other.yaml` replaces config.yaml instead of being merged into it, so a
 # config that lists fewer systems runs fewer systems.
@@ -20,6 +21,10 @@ os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["
 
 RESULTS = config["results"]
 SYSTEMS = list(config["systems"])
+# Stages that compute ask SLURM for a GPU unless the config says `device: cpu`, and run in
+# the CUDA environment under `--sdm conda` (it falls back to the CPU where there is none).
+GPUS = 0 if config["device"] == "cpu" else 1
+ENVIRONMENT = str(Path(workflow.basedir) / "envs" / ("macroclosure.yaml" if GPUS == 0 else "macroclosure-cuda.yaml"))
 
 
 wildcard_constraints:
@@ -45,6 +50,12 @@ def run_names(system):
         for loss, p in training_runs(spec)
         for seed in spec["seeds"]
     ]
+
+
+def need(stage, wildcards, attempt):
+    """Memory and runtime of one job of `stage`, estimated from its system's config sizes."""
+    spec = config["systems"][wildcards.system]
+    return estimate(stage, wildcards.system, spec, attempt, wildcards.get("split", "train"), wildcards.get("p", 1.0))
 
 
 include: "workflow/rules/simulate.smk"

@@ -56,7 +56,7 @@ def run_train(args):
 def run_evaluate(args):
     from macroclosure.evaluate import evaluate
 
-    evaluate(args.model_dir, args.closure, args.trajectories, args.out, args.settings)
+    evaluate(args.model_dir, args.closure, args.trajectories, args.out, args.settings, args.device)
 
 
 def run_report(args):
@@ -104,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument(f"--{name}", required=True)
     sub.add_argument("--seed", type=int, required=True)
 
-    sub = stage("evaluate", run_evaluate, "roll out a trained model on the test trajectories", device=False)
+    sub = stage("evaluate", run_evaluate, "roll out a trained model on the test trajectories")
     for name in ("model-dir", "closure", "trajectories"):
         sub.add_argument(f"--{name}", required=True)
 

@@ -151,10 +151,11 @@ def fit_autoencoder(
 
 
 def encode_trajectories(model: Autoencoder, ds, dtype=torch.float32) -> np.ndarray:
-    """z [trajectory, time, d] of every state in a trajectory store, one trajectory at a time."""
+    """z [trajectory, time, d] of every state in a trajectory store, one trajectory at a time,
+    on the device the model is on."""
     with torch.no_grad():
         return np.stack([
-            model.encode(torch.as_tensor(read(ds, "state", trajectory=i), dtype=dtype)).numpy()
+            model.encode(torch.as_tensor(read(ds, "state", trajectory=i), dtype=dtype, device=model.x_mean.device)).cpu().numpy()
             for i in range(ds.sizes["trajectory"])
         ])
 
@@ -177,7 +178,7 @@ def load_closure(directory: str | Path) -> tuple[Autoencoder, dict, Normalisatio
     try:
         hparams = json.loads((directory / "hparams.json").read_text())
         model = build_autoencoder(hparams)
-        model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
+        model.load_state_dict(torch.load(directory / "model.pt", map_location="cpu", weights_only=True))
         normalisation = Normalisation.load(directory / "normalisation.json")
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise StoreError(directory, f"is not a complete closure: {error}") from error

@@ -21,7 +21,7 @@ from macroclosure.closure import encode_trajectories, load_closure  # noqa: E402
 from macroclosure.config import complete_section  # noqa: E402
 from macroclosure.dynamics import rk4_rollout  # noqa: E402
 from macroclosure.normalisation import PhysicalRate  # noqa: E402
-from macroclosure.runtime import log  # noqa: E402
+from macroclosure.runtime import log, torch_device  # noqa: E402
 from macroclosure.store import atomic_directory, open_store  # noqa: E402
 from macroclosure.systems import system_of  # noqa: E402
 from macroclosure.train import load_dynamics  # noqa: E402
@@ -36,9 +36,10 @@ def relative_rollout_error(predicted: np.ndarray, truth: np.ndarray) -> np.ndarr
     return np.where(np.isfinite(error), error, np.inf)
 
 
-def rollout(model: torch.nn.Module, z0: np.ndarray, n_steps: int, dt: float, substeps: int) -> np.ndarray:
+def rollout(model: torch.nn.Module, z0: np.ndarray, n_steps: int, dt: float, substeps: int, device: torch.device) -> np.ndarray:
+    """RK4 rollout of `model` from z0 [B, d] on `device`; [B, n_steps + 1, d] as a NumPy array."""
     with torch.no_grad():
-        return rk4_rollout(model, torch.as_tensor(z0, dtype=torch.float32), n_steps, dt, substeps).numpy()
+        return rk4_rollout(model.to(device), torch.as_tensor(z0, dtype=torch.float32, device=device), n_steps, dt, substeps).cpu().numpy()
 
 
 def plot_rollouts(time: np.ndarray, truth: np.ndarray, predicted: np.ndarray, names: list[str], title: str, path: Path) -> None:
@@ -65,17 +66,20 @@ def plot_rollouts(time: np.ndarray, truth: np.ndarray, predicted: np.ndarray, na
     plt.close(figure)
 
 
-def evaluate(model_dir: str, closure: str, trajectories: str, out: str, settings: dict) -> None:
-    """Score one trained model on the test trajectories; write metrics.json and rollout.png."""
+def evaluate(model_dir: str, closure: str, trajectories: str, out: str, settings: dict, device: str = "auto") -> None:
+    """Score one trained model on the test trajectories; write metrics.json and rollout.png.
+
+    Encoding and rollouts run on the torch device chosen by `device` (auto | cpu | cuda)."""
+    torch_used = torch_device(device)
     autoencoder, closure_hparams, normalisation = load_closure(closure)
     members, hparams = load_dynamics(model_dir)
     settings = complete_section(closure_hparams["system"], "evaluate", settings)
     ds = open_store(trajectories, "trajectories", system=closure_hparams["system"])
     system = system_of(ds)
     time = ds["time"].values
-    truth = encode_trajectories(autoencoder, ds)
+    truth = encode_trajectories(autoencoder.to(torch_used), ds)
     predicted = np.stack([
-        rollout(PhysicalRate(model, normalisation), truth[:, 0], len(time) - 1, float(time[1] - time[0]), settings["substeps"])
+        rollout(PhysicalRate(model, normalisation), truth[:, 0], len(time) - 1, float(time[1] - time[0]), settings["substeps"], torch_used)
         for model in members
     ])
     m = system.dims.observables

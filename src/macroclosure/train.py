@@ -186,7 +186,7 @@ def load_dynamics(directory: str | Path) -> tuple[list[torch.nn.Module], dict]:
     try:
         hparams = json.loads((directory / "hparams.json").read_text())
         members = []
-        for state_dict in torch.load(directory / "model.pt", weights_only=True)["members"]:
+        for state_dict in torch.load(directory / "model.pt", map_location="cpu", weights_only=True)["members"]:
             model = build_model(hparams["model"], hparams["dim"], hparams["model_settings"])
             model.load_state_dict(state_dict)
             members.append(model.eval())

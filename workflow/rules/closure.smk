@@ -12,12 +12,12 @@ rule closure:
     benchmark:
         f"{RESULTS}/benchmarks/{{system}}/closure.tsv"
     conda:
-        "../../envs/macroclosure.yaml"
+        ENVIRONMENT
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=1,
+        mem_mb=lambda wildcards, attempt: need("closure", wildcards, attempt).mem_mb,
+        runtime=lambda wildcards, attempt: need("closure", wildcards, attempt).runtime,
+        gpu=GPUS,
     shell:
         "macroclosure closure --trajectories {input.trajectories}"
         " --settings {params.settings:q} --device {params.device} --out {output} > {log} 2>&1"

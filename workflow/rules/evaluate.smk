@@ -16,16 +16,18 @@ rule evaluate:
     params:
         settings=lambda wildcards: section(wildcards.system, "evaluate"),
         folder=lambda wildcards, output: os.path.dirname(output.metrics),
+        device=config["device"],
     log:
         f"{RESULTS}/logs/{{system}}/evaluate_{{model}}_{{loss}}_p{{p}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{system}}/evaluate_{{model}}_{{loss}}_p{{p}}_seed{{seed}}.tsv"
     conda:
-        "../../envs/macroclosure.yaml"
+        ENVIRONMENT
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=20,
+        mem_mb=lambda wildcards, attempt: need("evaluate", wildcards, attempt).mem_mb,
+        runtime=lambda wildcards, attempt: need("evaluate", wildcards, attempt).runtime,
+        gpu=GPUS,
     shell:
         "OMP_NUM_THREADS={threads} macroclosure evaluate --model-dir {input.model} --closure {input.closure}"
-        " --trajectories {input.trajectories} --settings {params.settings:q} --out {params.folder} > {log} 2>&1"
+        " --trajectories {input.trajectories} --settings {params.settings:q} --device {params.device} --out {params.folder} > {log} 2>&1"

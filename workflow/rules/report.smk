@@ -16,7 +16,7 @@ rule report:
     benchmark:
         f"{RESULTS}/benchmarks/report.tsv"
     conda:
-        "../../envs/macroclosure.yaml"
+        ENVIRONMENT
     threads: 1
     resources:
         mem_mb=2000,

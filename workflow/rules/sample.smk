@@ -12,11 +12,12 @@ rule sample:
     benchmark:
         f"{RESULTS}/benchmarks/{{system}}/sample_p{{p}}_seed{{seed}}.tsv"
     conda:
-        "../../envs/macroclosure.yaml"
+        ENVIRONMENT
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=lambda wildcards, attempt: need("sample", wildcards, attempt).mem_mb,
+        runtime=lambda wildcards, attempt: need("sample", wildcards, attempt).runtime,
+        gpu=GPUS,
     shell:
         "macroclosure sample --trajectories {input.trajectories} --p {wildcards.p} --seed {wildcards.seed}"
         " --settings {params.settings:q} --device {params.device} --out {output} > {log} 2>&1"

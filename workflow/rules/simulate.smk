@@ -10,12 +10,12 @@ rule simulate:
     benchmark:
         f"{RESULTS}/benchmarks/{{system}}/simulate_{{split}}.tsv"
     conda:
-        "../../envs/macroclosure.yaml"
+        ENVIRONMENT
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=1,
+        mem_mb=lambda wildcards, attempt: need("simulate", wildcards, attempt).mem_mb,
+        runtime=lambda wildcards, attempt: need("simulate", wildcards, attempt).runtime,
+        gpu=GPUS,
     shell:
         "macroclosure simulate --system {wildcards.system} --split {wildcards.split}"
         " --settings {params.settings:q} --device {params.device} --out {output} > {log} 2>&1"

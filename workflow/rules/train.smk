@@ -14,12 +14,12 @@ rule train:
     benchmark:
         f"{RESULTS}/benchmarks/{{system}}/train_{{model}}_{{loss}}_p{{p}}_seed{{seed}}.tsv"
     conda:
-        "../../envs/macroclosure.yaml"
+        ENVIRONMENT
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=1,
+        mem_mb=lambda wildcards, attempt: need("train", wildcards, attempt).mem_mb,
+        runtime=lambda wildcards, attempt: need("train", wildcards, attempt).runtime,
+        gpu=GPUS,
     shell:
         "OMP_NUM_THREADS={threads} macroclosure train --trajectories {input.trajectories} --forces {input.forces}"
         " --closure {input.closure} --model {wildcards.model} --loss {wildcards.loss} --seed {wildcards.seed}"
