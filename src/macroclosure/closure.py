@@ -213,6 +213,7 @@ def run_closure(trajectories: str, out: str, settings: dict, device: str = "auto
         epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
         weight_decay=settings["weight_decay"], condition_weight=settings["condition_weight"],
         seed=settings["seed"], progress=progress,
+        penalty_rows=slice(system.dims.observables, None) if settings["condition_rows"] == "closure" else None,
     )
     hparams["train_wall_seconds"] = time.perf_counter() - start
     model = model.cpu().eval()

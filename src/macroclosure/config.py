@@ -84,12 +84,15 @@ def complete_section(system: str, stage: str, settings: dict, schema_path: Path 
 
 def check_semantics(config: dict) -> None:
     """Checks the schema cannot express: sizes that depend on the system and each other."""
-    from macroclosure.systems import dimensions
+    from macroclosure.systems import dimensions, setting_problems
 
     problems = []
     for name, system in config["systems"].items():
         prefix = f"systems.{name}"
         dims = dimensions(name, system["simulate"])
+        problems += [
+            f"config key '{prefix}.simulate.{key}': {why}" for key, why in setting_problems(name, system["simulate"]).items()
+        ]
         latent = system["closure"]["latent_dim"]
         if latent <= dims.observables:
             problems.append(

@@ -57,30 +57,40 @@ def advance(rhs, x, first_step, first_bad, *, dt, save_every, frames):
     return x, saved, first_bad
 
 
-def integrate_batch(system: System, x0: np.ndarray, settings: dict, first_trajectory: int, split: str, progress):
-    """Saved states [B, frames + 1, N] of one batch; raises SimulationDiverged on a blow-up."""
-    n_frames = settings["steps"] // settings["save_every"]
-    chunk = max(1, math.ceil(n_frames / PROGRESS_UPDATES))
+def rk4_integrate(system: System, x0: np.ndarray, n_frames: int, save_every: int, chunk_frames: int, on_chunk):
+    """RK4 of `system.rhs` for a batch x0 [B, N], vmapped: saved states [B, n_frames + 1, N]
+    and the first non-finite step per trajectory (-1 if none); stops at a blow-up."""
     x = jnp.asarray(x0)
     first_bad = jnp.full(x.shape[0], -1, dtype=int)  # strongly typed, as advance returns it: one compilation
     frames = [np.asarray(x)[None]]
-    for start in range(0, n_frames, chunk):
-        count = min(chunk, n_frames - start)
+    for start in range(0, n_frames, chunk_frames):
+        count = min(chunk_frames, n_frames - start)
         x, saved, first_bad = advance(
-            system.rhs, x, start * settings["save_every"], first_bad,
-            dt=system.time_step, save_every=settings["save_every"], frames=count,
+            system.rhs, x, start * save_every, first_bad, dt=system.time_step, save_every=save_every, frames=count
         )
-        bad = np.flatnonzero(np.asarray(first_bad) >= 0)
-        if bad.size:
-            which = bad[np.argmin(np.asarray(first_bad)[bad])]  # the first to go
-            step = int(first_bad[which])
-            raise SimulationDiverged(
-                f"{split} trajectory {first_trajectory + which} became non-finite at step {step} "
-                f"(t = {step * system.time_step:g}); reduce the time step or check the initial state"
-            )
+        if np.any(np.asarray(first_bad) >= 0):
+            return None, np.asarray(first_bad)
         frames.append(np.asarray(saved))
-        progress.update(x.shape[0] * count * settings["save_every"])
-    return np.concatenate(frames, axis=0).swapaxes(0, 1)
+        on_chunk(x.shape[0] * count * save_every)
+    return np.concatenate(frames, axis=0).swapaxes(0, 1), np.asarray(first_bad)
+
+
+def integrate_batch(system: System, x0: np.ndarray, settings: dict, first_trajectory: int, split: str, progress):
+    """Saved states [B, frames + 1, N] of one batch, by the system's own integrator (MD) or
+    RK4; raises SimulationDiverged naming the trajectory and step of a blow-up."""
+    n_frames = settings["steps"] // settings["save_every"]
+    chunk_frames = max(1, math.ceil(n_frames / PROGRESS_UPDATES))
+    integrate = system.integrate or partial(rk4_integrate, system)
+    states, first_bad = integrate(x0, n_frames, settings["save_every"], chunk_frames, progress.update)
+    bad = np.flatnonzero(first_bad >= 0)
+    if bad.size:
+        which = bad[np.argmin(first_bad[bad])]  # the first to go
+        step = int(first_bad[which])
+        raise SimulationDiverged(
+            f"{split} trajectory {first_trajectory + which} became non-finite at step {step} "
+            f"(t = {step * system.time_step:g}); reduce the time step or check the initial state"
+        )
+    return states
 
 
 def simulate(system_name: str, settings: dict, split: str, out: str, device: str = "auto", progress: bool = True) -> None:
@@ -98,7 +108,7 @@ def simulate(system_name: str, settings: dict, split: str, out: str, device: str
     attrs = {
         "system": system_name,
         "split": split,
-        "integrator": "rk4",
+        "integrator": "velocity_verlet" if system.integrate else "rk4",
         "dt": system.time_step,
         "save_every": settings["save_every"],
         "dof_layout": json.dumps(system.layout),

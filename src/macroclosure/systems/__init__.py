@@ -37,12 +37,15 @@ class System(NamedTuple):
     unit_rows: Callable  # units [k] -> rows [k * rows_per_unit]
     observables: Callable  # torch x [..., N] -> [..., m]
     time_step: float | None = None  # integrator step the settings imply
+    # (x0 [B, N], frames, save_every, chunk_frames, on_chunk) -> (states [B, frames + 1, N] or
+    # None, first non-finite step [B]); None means the generic RK4 integration of `rhs`
+    integrate: Callable | None = None
 
 
 def _registry() -> dict:
-    from macroclosure.systems import allen_cahn, predator_prey
+    from macroclosure.systems import allen_cahn, lennard_jones, predator_prey
 
-    return {"predator_prey": predator_prey, "allen_cahn": allen_cahn}
+    return {"predator_prey": predator_prey, "allen_cahn": allen_cahn, "lennard_jones": lennard_jones}
 
 
 def known_systems() -> list[str]:
@@ -59,6 +62,12 @@ def _module(name: str):
 def dimensions(name: str, settings: dict) -> Dimensions:
     """Sizes of system `name` with simulation settings `settings`."""
     return _module(name).dimensions(settings)
+
+
+def setting_problems(name: str, settings: dict) -> dict[str, str]:
+    """{simulate key: why} for settings of system `name` that validate but cannot run."""
+    check = getattr(_module(name), "setting_problems", None)
+    return check(settings) if check else {}
 
 
 def build_system(name: str, settings: dict) -> System:
