@@ -72,13 +72,13 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         for stale in path.parent.glob(f".{path.name}.partial-*"):
             shutil.rmtree(stale, ignore_errors=True)
     except OSError as error:
-        raise StoreError(path, f"cannot write here: {error}") from error
+        raise StoreError(path, f"cannot be written: {error}") from error
     try:
         yield temporary
         _replace(path, temporary)
     except OSError as error:
         shutil.rmtree(temporary, ignore_errors=True)
-        raise StoreError(path, f"cannot write here: {error}") from error
+        raise StoreError(path, f"cannot be written: {error}") from error
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
