@@ -43,6 +43,17 @@ def draw_subsets(n_units: int, k: int, count: int, seed: int) -> np.ndarray:
     return np.stack([rng.choice(n_units, size=k, replace=False) for _ in range(count)])
 
 
+def refuse_non_finite(forces, trajectory, time_index, source: str) -> None:
+    """Raise, naming the first bad configuration, unless every force is finite."""
+    bad = np.flatnonzero(~np.isfinite(forces).all(axis=1))
+    if bad.size:
+        raise ValueError(
+            f"{source}: non-finite forces in {bad.size} of {len(forces)} configurations (first at trajectory "
+            f"{trajectory[bad[0]]}, time index {time_index[bad[0]]}); the state is corrupt or, for MD, "
+            "a neighbour cell overflowed (a cell denser than close packing at 0.9 sigma)"
+        )
+
+
 def sample(trajectories: str, out: str, p: float, seed: int, settings: dict, device: str = "auto", progress: bool = True) -> None:
     """Compute partial forces at fraction p for the configured number of configurations."""
     ds = open_store(trajectories, "trajectories")
@@ -76,6 +87,7 @@ def sample(trajectories: str, out: str, p: float, seed: int, settings: dict, dev
             values = compiled[states.shape](states, subset).block_until_ready()
             wall += time.perf_counter() - start
             forces[part] = np.asarray(values)
+    refuse_non_finite(forces, trajectory, time_index, trajectories)
 
     result = xr.Dataset(
         {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from functools import lru_cache, partial
 from typing import NamedTuple
 
@@ -28,7 +29,13 @@ from jax_md import minimize, partition, quantity, smap, space
 
 from macroclosure.systems import Dimensions, System
 
-CLOSE_PACKED_DENSITY = math.sqrt(2) / 0.8**3  # fcc with nearest neighbours 0.8 sigma apart
+# jax-md itself asks for float64 sums (util.high_precision_sum) and scatters int64 into int32
+# neighbour lists; JAX warns about both on every trace, which would bury the logs.
+warnings.filterwarnings("ignore", message="Explicitly requested dtype float64 requested in", category=UserWarning)
+warnings.filterwarnings("ignore", message="scatter inputs have incompatible types", category=FutureWarning)
+
+CLOSEST_CONTACT = 0.9  # sigma; a pair this near carries 4 (0.9^-12 - 0.9^-6) = 7.3 epsilon
+CLOSE_PACKED_DENSITY = math.sqrt(2) / CLOSEST_CONTACT**3  # fcc with that nearest-neighbour distance
 OVERFLOW_RETRIES = 4  # neighbour-list reallocations per chunk before giving up
 
 
@@ -89,8 +96,9 @@ class CellGrid(NamedTuple):
 def cell_grid(box: float, r_cutoff: float) -> CellGrid:
     """Cells of side >= r_cutoff, so every neighbour of an atom lies in the 27 cells around it.
 
-    The capacity is what a cell holds at close packing with no pair nearer than 0.8 sigma
-    (an LJ pair that near carries 43 epsilon); a fuller cell marks its atoms' forces NaN.
+    The capacity is what a cell holds at close packing with no pair nearer than 0.9 sigma,
+    far beyond the density fluctuations of a liquid; a fuller cell marks its atoms' forces
+    NaN (never a silently dropped pair), which the sampling stage refuses.
     With fewer than 3 cells per side the offsets are the distinct ones, so no pair counts twice.
     """
     per_side = max(1, int(box // r_cutoff))
@@ -182,6 +190,21 @@ def allocate(sim: Simulation, positions, extra_capacity: int = 0):
     return sim.neighbor_fn.allocate(wrap(positions, sim.box), extra_capacity=extra_capacity)
 
 
+@jax.jit
+def _rebuilt(neighbor, positions):
+    return neighbor.update(positions)
+
+
+def neighbours_for(sim: Simulation, positions, previous=None):
+    """A neighbour list for `positions` that keeps `previous`'s capacity when it suffices,
+    so every trajectory of a run shares one shape and one compilation."""
+    if previous is not None:
+        neighbor = _rebuilt(previous, wrap(positions, sim.box))
+        if not neighbor.did_buffer_overflow:
+            return neighbor
+    return allocate(sim, positions)
+
+
 @partial(jax.jit, static_argnames=("sim", "dt", "save_every", "frames"))
 def verlet_frames(sim: Simulation, positions, velocities, neighbor, first_bad, *, dt, save_every, frames):
     """`frames` x `save_every` NVE velocity-Verlet steps (m = 1) with neighbour updates.
@@ -236,10 +259,11 @@ def integrate(settings: dict, x0, n_frames: int, save_every: int, chunk_frames: 
     the first non-finite step (-1 if none); stops at the first trajectory that blows up."""
     sim = simulation_functions(settings)
     atoms = settings["atoms"]
-    trajectories, first_bad = [], np.full(len(x0), -1)
+    chunk_frames = max(d for d in range(1, chunk_frames + 1) if n_frames % d == 0)  # one chunk shape, one compilation
+    trajectories, first_bad, neighbor = [], np.full(len(x0), -1), None
     for index, x in enumerate(np.asarray(x0)):
         positions, velocities = jnp.asarray(x[: 3 * atoms].reshape(atoms, 3)), jnp.asarray(x[3 * atoms :].reshape(atoms, 3))
-        neighbor = allocate(sim, positions)
+        neighbor = neighbours_for(sim, positions, neighbor)
         frames = [x[None]]
         for start in range(0, n_frames, chunk_frames):
             count = min(chunk_frames, n_frames - start)
@@ -277,14 +301,15 @@ def descend(sim: Simulation, positions, neighbor, *, soft: bool, steps: int):
     return state.position, neighbor
 
 
-def minimise(sim: Simulation, positions, steps: int, soft: bool):
-    """FIRE minimisation of the soft-sphere or LJ energy, redone with a larger neighbour list
-    when it overflows (atoms move far while overlaps untangle)."""
-    neighbor = allocate(sim, positions)
+def minimise(sim: Simulation, positions, steps: int, soft: bool, neighbor=None):
+    """FIRE minimisation of the soft-sphere or LJ energy: (positions, the list it used).
+    Redone with a larger neighbour list when it overflows (atoms move far while overlaps
+    untangle); `neighbor` is a list to reuse the capacity of."""
+    neighbor = neighbours_for(sim, positions, neighbor)
     for attempt in range(OVERFLOW_RETRIES + 1):
         minimised, final = descend(sim, positions, neighbor, soft=soft, steps=steps)
         if not final.did_buffer_overflow:
-            return minimised
+            return minimised, neighbor
         neighbor = allocate(sim, positions, extra_capacity=(attempt + 1) * neighbor.idx.shape[-1] // 2)
     raise NeighbourListOverflow("neighbour list kept overflowing during energy minimisation")
 
@@ -295,18 +320,22 @@ def soft_sphere_energy(dr):
     return jnp.where(dr < 1.0, 0.5 * (1.0 - dr) ** 2, 0.0)
 
 
-def initial_state(sim: Simulation, rng: np.random.Generator, settings: dict, temperature: float) -> np.ndarray:
+def initial_state(sim: Simulation, rng: np.random.Generator, settings: dict, temperature: float, lists=(None, None)):
     """Random placement, soft-sphere then LJ FIRE minimisation, Gaussian velocities at
-    `temperature` with zero total momentum, rescaled to exactly that temperature."""
+    `temperature` with zero total momentum, rescaled to exactly that temperature.
+
+    Returns the state and the two neighbour lists used, whose capacities the next call reuses.
+    """
     atoms = settings["atoms"]
     dtype = jnp.zeros(()).dtype
     positions = jnp.asarray(rng.uniform(0.0, sim.box, (atoms, 3)), dtype=dtype)
-    positions = minimise(sim, positions, settings["minimise_steps"], soft=True)
-    positions = minimise(sim, positions, settings["minimise_steps"], soft=False)
+    positions, soft_list = minimise(sim, positions, settings["minimise_steps"], soft=True, neighbor=lists[0])
+    positions, lj_list = minimise(sim, positions, settings["minimise_steps"], soft=False, neighbor=lists[1])
     velocities = rng.normal(0.0, math.sqrt(temperature), (atoms, 3))
     velocities -= velocities.mean(axis=0)
     velocities *= math.sqrt(temperature / temperature_of(velocities))
-    return np.concatenate([np.asarray(wrap(positions, sim.box)).ravel(), velocities.ravel()])
+    state = np.concatenate([np.asarray(wrap(positions, sim.box)).ravel(), velocities.ravel()])
+    return state, (soft_list, lj_list)
 
 
 def temperature_of(velocities) -> float:
@@ -344,8 +373,11 @@ def build(settings: dict) -> System:
         low, high = settings["temperature"]
         temperatures = rng.uniform(low, high, count)
         sim = simulation_functions(settings)
-        states = np.stack([initial_state(sim, rng, settings, t) for t in temperatures])
-        return states, {"initial_temperature": temperatures}
+        states, lists = [], (None, None)
+        for temperature in temperatures:
+            state, lists = initial_state(sim, rng, settings, temperature, lists)
+            states.append(state)
+        return np.stack(states), {"initial_temperature": temperatures}
 
     def observables(x: torch.Tensor) -> torch.Tensor:
         """Temperature sum |v|^2 / (3 (atoms - 1))."""
