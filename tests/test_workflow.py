@@ -1,18 +1,17 @@
-"""The whole Snakemake DAG on a tiny configuration: outputs, reruns, bad configs, killed jobs."""
+"""The whole Snakemake DAG on a tiny configuration: outputs, reruns, report, provenance, bad configs
+(killed jobs and other faults: tests/test_faults.py)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
 import yaml
 
 from macroclosure.store import open_store
@@ -104,10 +103,52 @@ def test_simulation_change_reruns_everything_downstream(pipeline):
     assert jobs == {"simulate": 2, "sample": 2, "closure": 1, "train": 6, "evaluate": 6, "report": 1, "all": 1}
 
 
-def test_html_report_bundles_the_results(pipeline):
+def test_html_report_bundles_the_results_and_the_config(pipeline):
     result = snakemake(pipeline, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (pipeline / "report.html").stat().st_size > 10_000
+    html = (pipeline / "report.html").read_text()
+    assert len(html) > 10_000
+    for name in ("summary.csv", "error_vs_force_evaluations.png", "loss_curves.png", "config.yaml"):
+        assert name in html, name
+    recorded = yaml.safe_load((pipeline / "results/report/config.yaml").read_text())
+    assert recorded["systems"]["predator_prey"]["train"]["epochs"] == 3  # as given
+    assert recorded["systems"]["predator_prey"]["train"]["lr"] == 5.0e-3  # the schema default, filled in
+
+
+def provenance_records(results: Path) -> dict[str, dict]:
+    """The provenance of each kind of output the pipeline writes."""
+    system = results / "predator_prey"
+    return {
+        "trajectories": json.loads(open_store(system / "trajectories/train.zarr", "trajectories").attrs["provenance"]),
+        "forces": json.loads(open_store(system / "forces/p0.2/seed0.zarr", "forces").attrs["provenance"]),
+        "closure": json.loads((system / "closure/hparams.json").read_text())["provenance"],
+        "dynamics": json.loads((system / "dynamics/mlp_L_xp_p0.2_seed0/hparams.json").read_text())["provenance"],
+    }
+
+
+def test_every_store_and_checkpoint_records_digest_seed_versions_and_device(pipeline):
+    for output, record in provenance_records(pipeline / "results").items():
+        assert re.fullmatch(r"[0-9a-f]{64}", record["config_digest"]), output
+        assert isinstance(record["seed"], int), output
+        assert {"macroclosure", "jax", "torch", "numpy", "zarr"} <= set(record["versions"]), output
+        assert "cpu" in record["device"], output
+
+
+def test_training_again_gives_a_bit_identical_checkpoint(pipeline, tmp_path):
+    """`macroclosure train` with the rule's arguments and thread count reproduces its checkpoint."""
+    import torch
+
+    results = pipeline / "results/predator_prey"
+    settings = json.dumps(TINY["systems"]["predator_prey"]["train"])
+    subprocess.run([str(BIN / "macroclosure"), "train", "--trajectories", str(results / "trajectories/train.zarr"),
+                    "--forces", str(results / "forces/p0.2/seed0.zarr"), "--closure", str(results / "closure"),
+                    "--model", "mlp", "--loss", "L_xp", "--seed", "0", "--settings", settings, "--device", "cpu",
+                    "--out", str(tmp_path / "model"), "--no-progress"],
+                   check=True, env=os.environ | {"OMP_NUM_THREADS": "1"}, capture_output=True)
+    ours = torch.load(tmp_path / "model/model.pt", weights_only=True)["members"]
+    rules = torch.load(results / "dynamics/mlp_L_xp_p0.2_seed0/model.pt", weights_only=True)["members"]
+    for mine, theirs in zip(ours, rules, strict=True):
+        assert all(torch.equal(mine[name], theirs[name]) for name in theirs)
 
 
 def test_cli_stage_alone_reproduces_the_rule_output(pipeline, tmp_path):
@@ -140,24 +181,3 @@ def test_invalid_config_stops_before_any_job(tmp_path, change, key):
     assert result.returncode != 0
     assert key in result.stderr
     assert not (tmp_path / "results").exists()
-
-
-def test_killed_simulation_leaves_no_store(tmp_path):
-    """SIGKILL in the middle of a streamed write: no store at the output path, rerun completes."""
-    settings = dict(TINY["systems"]["predator_prey"]["simulate"], steps=20000, save_every=10, batch_size=1,
-                    trajectories={"train": 40, "test": 1})
-    out = tmp_path / "train.zarr"
-    command = [str(BIN / "macroclosure"), "simulate", "--system", "predator_prey", "--split", "train",
-               "--settings", json.dumps(settings), "--out", str(out), "--no-progress"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".train.zarr.partial-*/state")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert list(tmp_path.glob(".train.zarr.partial-*")), "the write had not started"
-    assert not out.exists()
-    settings["trajectories"] = {"train": 2, "test": 1}
-    command[command.index("--settings") + 1] = json.dumps(settings)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert xr.open_zarr(out, consolidated=False).sizes["trajectory"] == 2

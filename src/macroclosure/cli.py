@@ -22,9 +22,9 @@ def settings_json(text: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"--settings is not valid JSON: {error}") from error
+        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from error
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("--settings must be a JSON object")
+        raise argparse.ArgumentTypeError("not a JSON object")
     return value
 
 
@@ -62,7 +62,7 @@ def run_evaluate(args):
 def run_report(args):
     from macroclosure.report import report
 
-    report(args.metrics, args.histories, args.out)
+    report(args.metrics, args.histories, args.out, args.config)
 
 
 def run_validate(args):
@@ -111,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
     sub = stage("report", run_report, "aggregate metrics into tables and figures", settings=False, device=False)
     sub.add_argument("--metrics", nargs="+", required=True)
     sub.add_argument("--histories", nargs="+", required=True)
+    sub.add_argument("--config", type=settings_json, required=True, help="the validated configuration, JSON or @file")
 
     sub = stage("validate", run_validate, "validate a configuration file", settings=False, device=False)
     sub.add_argument("config")

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
 
 from macroclosure.history import read_history  # noqa: E402
 from macroclosure.runtime import log  # noqa: E402
@@ -120,10 +121,12 @@ def plot_loss_curves(histories: list[str], path: Path) -> None:
     plt.close(figure)
 
 
-def report(metrics_paths: list[str], history_paths: list[str], out: str) -> None:
-    """Write summary.csv, summary.md and the figures into the folder `out`."""
+def report(metrics_paths: list[str], history_paths: list[str], out: str, config: dict) -> None:
+    """Write summary.csv, summary.md, the figures and config.yaml (the validated configuration,
+    defaults filled in, that produced them) into the folder `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     metrics = load_metrics(metrics_paths)
     summary = summarise(metrics)
     summary.to_csv(out / "summary.csv", index=False)

@@ -28,8 +28,8 @@ COPIES = 3  # input, working and output copies of the largest arrays a stage hol
 BASE_MB = {"simulate": 1000, "sample": 1000, "closure": 1500, "train": 1500, "evaluate": 1000}
 BASE_MINUTES = 10  # start-up, imports, compilation, store I/O
 JACOBIAN_BYTES = 256 * MB  # batch of encoder Jacobians in training (train.JACOBIAN_BYTES)
-# Throughputs about 5x below what this 2-core CPU measured (benchmarks/results/)
-SIMULATE_RATE = 5e6  # state values advanced by one RK4 step per second
+# Throughputs a few times below what this 2-core CPU measured (benchmarks/results/, DESIGN.md)
+SIMULATE_RATE = 1e6  # state values advanced by one step per second (RK4 PDEs 2.5e7, jax-md LJ ~3e6)
 SAMPLE_RATE = 1e6  # state values read per second to compute partial forces
 LAYER_RATE = 1e8  # multiply-adds per second through an autoencoder's first layer
 TRAIN_RATE = 5e3  # latent-model samples per second and member (forward and backward)

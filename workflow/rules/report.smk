@@ -8,9 +8,11 @@ rule report:
         markdown=f"{RESULTS}/report/summary.md",
         cost=report(f"{RESULTS}/report/error_vs_force_evaluations.png", caption="../report/cost.rst", category="Summary"),
         losses=report(f"{RESULTS}/report/loss_curves.png", caption="../report/losses.rst", category="Training"),
+        config=report(f"{RESULTS}/report/config.yaml", caption="../report/config.rst", category="Configuration"),
     params:
         histories=lambda wildcards, input: [f"{model}/history.csv" for model in input.models],
         folder=f"{RESULTS}/report",
+        config=json.dumps(config, sort_keys=True),
     log:
         f"{RESULTS}/logs/report.log",
     benchmark:
@@ -23,4 +25,4 @@ rule report:
         runtime=10,
     shell:
         "macroclosure report --metrics {input.metrics} --histories {params.histories}"
-        " --out {params.folder} > {log} 2>&1"
+        " --config {params.config:q} --out {params.folder} > {log} 2>&1"
