@@ -105,3 +105,16 @@ def test_estimates_cover_the_measured_peak_memory_at_200_by_200():
     assert {stage for stage, _, _ in jobs} == set(STAGES)
     for stage, wildcards, measured in jobs:
         assert estimate(stage, "allen_cahn", spec, **wildcards).mem_mb >= measured, (stage, wildcards)
+
+
+def repository_systems() -> dict[str, dict]:
+    return validate(yaml.safe_load((REPOSITORY / "config.yaml").read_text()))["systems"]
+
+
+@pytest.mark.parametrize("system", sorted(repository_systems()))
+def test_longer_trajectories_ask_for_more_time_in_every_system(system):
+    """Longer trajectories ask for more time to simulate and to evaluate, whatever the system."""
+    spec = repository_systems()[system]
+    longer = bigger(spec, "simulate", "steps", 1000)
+    for stage in ("simulate", "evaluate"):
+        assert estimate(stage, system, longer).runtime > estimate(stage, system, spec).runtime, stage
