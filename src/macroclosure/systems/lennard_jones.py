@@ -93,18 +93,21 @@ class CellGrid(NamedTuple):
     offsets: np.ndarray  # [n_offsets, 3] distinct neighbouring-cell offsets (27 when per_side >= 3)
 
 
-def cell_grid(box: float, r_cutoff: float) -> CellGrid:
-    """Cells of side >= r_cutoff, so every neighbour of an atom lies in the 27 cells around it.
+def cell_grid(box: float, r_cutoff: float, divisions: int = 2) -> CellGrid:
+    """Cells of side >= r_cutoff / divisions, so every neighbour of an atom lies within
+    `divisions` cells of its own along each axis ((2 divisions + 1)^3 cells to search).
 
-    The capacity is what a cell holds at close packing with no pair nearer than 0.9 sigma,
-    far beyond the density fluctuations of a liquid; a fuller cell marks its atoms' forces
-    NaN (never a silently dropped pair), which the sampling stage refuses.
-    With fewer than 3 cells per side the offsets are the distinct ones, so no pair counts twice.
+    Smaller cells hug the cutoff sphere more tightly: with 2 divisions the searched volume
+    is about half that of 27 cells of side r_cutoff. The capacity is what a cell holds at
+    close packing with no pair nearer than 0.9 sigma, far beyond the density fluctuations of
+    a liquid; a fuller cell marks its atoms' forces NaN (never a silently dropped pair),
+    which the sampling stage refuses. With too few cells per side the offsets are the
+    distinct ones, so no pair counts twice.
     """
-    per_side = max(1, int(box // r_cutoff))
+    per_side = max(1, int(box * divisions // r_cutoff))
     side = box / per_side
     capacity = math.ceil(CLOSE_PACKED_DENSITY * side**3) + 2
-    steps = (-1, 0, 1) if per_side >= 3 else tuple(range(per_side))
+    steps = range(-divisions, divisions + 1) if per_side > 2 * divisions else range(per_side)
     return CellGrid(per_side, capacity, np.array(list(itertools.product(steps, repeat=3))))
 
 
