@@ -180,7 +180,8 @@ def total_energy_per_atom(states: np.ndarray, atoms: int) -> np.ndarray:
 
 
 def test_nve_energy_drift_over_1000_steps_at_800_atoms_stays_below_1e_2_per_atom(float64, minimised):
-    """Measured: |E(t) - E(0)| <= 2.8e-3 per atom over 1 000 steps (float64, T0 = 1).
+    """Measured: |E(t) - E(0)| <= 4.3e-3 per atom over 1 000 steps (3 starts, T0 0.76-1.14,
+    float32 and float64 alike).
 
     Truncation without shift makes U jump by U(r_c) = -0.0163 whenever a pair crosses r_c,
     so the energy random-walks; LAMMPS shows ~1e-2 per 1 000 steps on this system. The
