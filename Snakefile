@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from macroclosure.config import format_fraction, training_runs, validate
+from macroclosure.efficiency_plan import forces_fraction, plan, sizes, stage_spec
 from macroclosure.resources import estimate
 
 # `--configfile other.yaml` replaces config.yaml instead of being merged into it, so a
@@ -64,6 +65,7 @@ include: "workflow/rules/closure.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/efficiency.smk"
 
 
 rule all:

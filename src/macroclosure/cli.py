@@ -65,6 +65,12 @@ def run_report(args):
     report(args.metrics, args.histories, args.out, args.config)
 
 
+def run_efficiency(args):
+    from macroclosure.efficiency import efficiency
+
+    efficiency(args.metrics, args.out, args.settings)
+
+
 def run_validate(args):
     from macroclosure.config import load_config
 
@@ -112,6 +118,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--metrics", nargs="+", required=True)
     sub.add_argument("--histories", nargs="+", required=True)
     sub.add_argument("--config", type=settings_json, required=True, help="the validated configuration, JSON or @file")
+
+    sub = stage("efficiency", run_efficiency, "aggregate the efficiency grid: error against force evaluations, cost to e_tol",
+                device=False)
+    sub.add_argument("--metrics", nargs="+", required=True)
 
     sub = stage("validate", run_validate, "validate a configuration file", settings=False, device=False)
     sub.add_argument("config")

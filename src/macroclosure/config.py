@@ -52,10 +52,18 @@ def _describe(error: jsonschema.ValidationError, prefix: str = "") -> str:
     return message
 
 
+def _without_echoes(errors: list[jsonschema.ValidationError]) -> list[jsonschema.ValidationError]:
+    """Drop an `unevaluatedProperties` error where a key inside the object has its own error: a
+    failed `allOf` leaves every key of the object unevaluated, which would bury the real error."""
+    inner = [error.json_path for error in errors if error.validator != "unevaluatedProperties"]
+    return [error for error in errors if error.validator != "unevaluatedProperties"
+            or not any(path.startswith(error.json_path + ".") for path in inner)]
+
+
 def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     """Validate `config` in place against the schema, filling defaults; raise ConfigError."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    errors = sorted(_validator_with_defaults(schema).iter_errors(config), key=lambda e: e.json_path)
+    errors = _without_echoes(sorted(_validator_with_defaults(schema).iter_errors(config), key=lambda e: e.json_path))
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
     check_semantics(config)
@@ -84,6 +92,7 @@ def complete_section(system: str, stage: str, settings: dict, schema_path: Path 
 
 def check_semantics(config: dict) -> None:
     """Checks the schema cannot express: sizes that depend on the system and each other."""
+    from macroclosure.efficiency_plan import problems as efficiency_problems
     from macroclosure.systems import dimensions, setting_problems
 
     problems = []
@@ -117,6 +126,7 @@ def check_semantics(config: dict) -> None:
                 f"config key '{prefix}.train.losses': L_xp needs a fraction p < 1 in "
                 f"'{prefix}.sample.fractions'"
             )
+    problems += efficiency_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 

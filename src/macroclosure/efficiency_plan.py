@@ -1,0 +1,146 @@
+"""Planning of the efficiency target: the jobs of the `efficiency:` grid and their settings.
+
+Every (system, size, model, loss, subset, training-set size, seed) is one run: the ordinary
+stages (simulate, sample, closure, train, evaluate) on its own paths under
+results/efficiency/{system}/size{size}/, so runs go in parallel and reruns reuse them. The
+Snakefile plans with this module (it imports nothing heavy) and `config.check_semantics`
+checks the grid with it; `macroclosure.efficiency` aggregates what the runs measured.
+
+A subset is written `p{p}` (a fraction of the units; p = 1 for L_z and L_x) or `k{k}` (a fixed
+number of units per configuration at every size, as in the published Lennard-Jones scaling).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from macroclosure.config import FULL_FORCE_LOSSES, format_fraction
+
+SIZE_KEY = {"predator_prey": "cells", "allen_cahn": "cells", "lennard_jones": "atoms"}  # simulate key that sets the size
+
+
+class Run(NamedTuple):
+    """One trained and evaluated model of the grid."""
+
+    system: str
+    size: int
+    model: str
+    loss: str
+    subset: str
+    configurations: int
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        """Where the run's size lives, relative to results/efficiency."""
+        return f"{self.system}/size{self.size}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}_{self.loss}_{self.subset}_c{self.configurations}_seed{self.seed}"
+
+
+RUN_PATH = re.compile(
+    r"(?P<system>[a-z_]+)/size(?P<size>\d+)/evaluation/(?P<model>[a-z]+)_(?P<loss>L_[a-z]+)_(?P<subset>[pk][0-9.e-]+)"
+    r"_c(?P<configurations>\d+)_seed(?P<seed>\d+)/metrics\.json$"
+)
+
+
+def run_of(path: str) -> Run:
+    """The run whose metrics.json lies at `path` (the inverse of the rules' paths)."""
+    match = RUN_PATH.search(str(path))
+    if not match:
+        raise ValueError(f"{path} is not the metrics.json of an efficiency run ({RUN_PATH.pattern})")
+    fields = match.groupdict()
+    return Run(**{name: int(value) if name in ("size", "configurations", "seed") else value for name, value in fields.items()})
+
+
+def sizes(system: str, grid: dict) -> list[int]:
+    """The sizes measured: the grid's `sizes`, or the one size of its simulate section."""
+    return grid.get("sizes") or [grid["simulate"][SIZE_KEY[system]]]
+
+
+def simulate_settings(system: str, grid: dict, size: int) -> dict:
+    """The grid's simulate section at one size."""
+    return grid["simulate"] | {SIZE_KEY[system]: size}
+
+
+def subsets(grid: dict) -> list[tuple[str, str]]:
+    """Every (loss, subset) trained: full-force losses at p1, L_xp at each fraction and each k."""
+    runs = [(loss, "p1") for loss in grid["losses"] if loss in FULL_FORCE_LOSSES]
+    if "L_xp" in grid["losses"]:
+        runs += [("L_xp", f"p{format_fraction(p)}") for p in grid["fractions"]]
+        runs += [("L_xp", f"k{k}") for k in grid["sampled_units"]]
+    return runs
+
+
+def subset_fraction(subset: str, units: int) -> float:
+    """The fraction p a subset means at `units` units (`k{k}` -> k / units)."""
+    value = float(subset[1:])
+    return value if subset[0] == "p" else value / units
+
+
+def plan(config: dict) -> list[Run]:
+    """Every run of the configured efficiency grid."""
+    return [
+        Run(system, size, grid["model"], loss, subset, configurations, seed)
+        for system, grid in config["efficiency"]["systems"].items()
+        for size in sizes(system, grid)
+        for loss, subset in subsets(grid)
+        for configurations in grid["configurations"]
+        for seed in grid["seeds"]
+    ]
+
+
+def stage_spec(system: str, grid: dict, size: int, configurations: int | None = None) -> dict:
+    """A system section (as under `systems:`) for one size and training-set size: what the
+    stages and the resource estimates read."""
+    return {
+        "simulate": simulate_settings(system, grid, size),
+        "sample": {"configurations": configurations or max(grid["configurations"]), "batch_size": grid["sample_batch_size"]},
+        "closure": grid["closure"],
+        "train": grid["train"],
+        "evaluate": grid["evaluate"],
+    }
+
+
+def problems(config: dict) -> list[str]:
+    """Settings of the `efficiency:` section that validate but cannot run, each naming its key."""
+    from macroclosure.systems import dimensions, setting_problems
+
+    found = []
+    for system, grid in config["efficiency"]["systems"].items():
+        prefix = f"efficiency.systems.{system}"
+        size_key = "sizes" if "sizes" in grid else f"simulate.{SIZE_KEY[system]}"
+        if "L_xp" in grid["losses"] and not (grid["fractions"] or grid["sampled_units"]):
+            found.append(f"config key '{prefix}.losses': L_xp needs 'fractions' or 'sampled_units'")
+        for size in sizes(system, grid):
+            simulate = simulate_settings(system, grid, size)
+            found += [f"config key '{prefix}.{size_key if key == SIZE_KEY[system] else 'simulate.' + key}': {why}"
+                      for key, why in setting_problems(system, simulate).items()]
+            dims = dimensions(system, simulate)
+            available = simulate["trajectories"]["train"] * (simulate["steps"] // simulate["save_every"] + 1)
+            found += [f"config key '{prefix}.configurations': {count} exceeds the {available} saved training states "
+                      f"at size {size}" for count in grid["configurations"] if count > available]
+            found += [f"config key '{prefix}.sampled_units': k = {k} exceeds the {dims.units} {dims.unit}s at size {size}"
+                      for k in grid["sampled_units"] if k > dims.units]
+            found += [f"config key '{prefix}.fractions': p = {p} samples no {dims.unit} of {dims.units} at size {size}"
+                      for p in grid["fractions"] if round(p * dims.units) < 1]
+            if grid["closure"]["latent_dim"] <= dims.observables:
+                found.append(f"config key '{prefix}.closure.latent_dim': {grid['closure']['latent_dim']} must be larger "
+                             f"than the number of observables ({dims.observables})")
+    return list(dict.fromkeys(found))
+
+
+def units_at(system: str, grid: dict, size: int) -> int:
+    """Sampling units (coordinates, atoms) of the system at one size."""
+    from macroclosure.systems import dimensions
+
+    return dimensions(system, simulate_settings(system, grid, size)).units
+
+
+def forces_fraction(system: str, grid: dict, size: int, subset: str) -> str:
+    """The fraction p, as it appears in a forces path, whose sample holds the subset's units:
+    `k{k}` -> k / units, written so that round(p * units) gives k back."""
+    return format_fraction(subset_fraction(subset, units_at(system, grid, size)))

@@ -1,0 +1,247 @@
+"""The efficiency target: planning of the grid, config checks, aggregation on hand-made metrics,
+a dry run that plans one job per size / loss / subset / training-set size / seed, and a tiny
+end-to-end `snakemake efficiency`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_workflow import TINY, planned_jobs, snakemake, write_config
+
+from macroclosure.config import ConfigError, validate
+from macroclosure.efficiency import efficiency, load_runs, markdown, ratios, summarise, to_tolerance
+from macroclosure.efficiency_plan import Run, forces_fraction, plan, run_of, subsets
+
+GRID = {"configurations": [100, 400], "fractions": [0.2], "seeds": [0, 1]}
+LJ_GRID = {"sizes": [256, 800], "configurations": [20, 40], "losses": ["L_z", "L_xp"], "fractions": [], "sampled_units": [50],
+           "seeds": [0], "simulate": {"trajectories": {"train": 2, "test": 1}, "steps": 100, "save_every": 5}}
+
+
+def config_with(**grids) -> dict:
+    """A validated config whose efficiency section measures `grids` (system -> grid)."""
+    return validate(copy.deepcopy(TINY) | {"efficiency": {"systems": copy.deepcopy(grids)}})
+
+
+# ---------------------------------------------------------------------------------------
+# Planning and configuration
+# ---------------------------------------------------------------------------------------
+def test_plan_has_one_run_per_size_loss_subset_training_set_and_seed():
+    config = config_with(predator_prey=GRID, lennard_jones=LJ_GRID)
+    runs = plan(config)
+    assert len(runs) == 3 * 2 * 2 + 2 * 2 * 2 * 1  # PP (L_z, L_x, L_xp) x 2 sets x 2 seeds; LJ 2 sizes x 2 losses x 2 sets
+    assert Run("predator_prey", 50, "mlp", "L_xp", "p0.2", 400, 1) in runs
+    assert Run("lennard_jones", 800, "mlp", "L_xp", "k50", 20, 0) in runs
+    assert len(set(runs)) == len(runs)
+
+
+def test_run_is_read_back_from_its_path():
+    run = Run("lennard_jones", 2700, "onsager", "L_xp", "k50", 400, 3)
+    assert run_of(f"results/efficiency/{run.folder}/evaluation/{run.name}/metrics.json") == run
+    with pytest.raises(ValueError, match="not the metrics.json of an efficiency run"):
+        run_of("results/predator_prey/evaluation/mlp_L_z_p1_seed0/metrics.json")
+
+
+def test_subsets_are_full_forces_for_lz_and_lx_and_each_fraction_or_count_for_lxp():
+    grid = {"losses": ["L_z", "L_x", "L_xp"], "fractions": [0.2, 0.25], "sampled_units": [50]}
+    assert subsets(grid) == [("L_z", "p1"), ("L_x", "p1"), ("L_xp", "p0.2"), ("L_xp", "p0.25"), ("L_xp", "k50")]
+
+
+@pytest.mark.parametrize("atoms", [256, 800, 2700, 6400, 21600, 51200])
+def test_a_fixed_count_of_atoms_is_a_fraction_that_gives_the_count_back(atoms):
+    p = float(forces_fraction("lennard_jones", {"simulate": {"atoms": 800}}, atoms, "k50"))
+    assert round(p * atoms) == 50
+
+
+def test_schema_fills_defaults_and_tolerance():
+    section = config_with(predator_prey={"configurations": [10]})["efficiency"]
+    assert section["tolerance"] == 3e-3
+    grid = section["systems"]["predator_prey"]
+    assert grid["losses"] == ["L_z", "L_x", "L_xp"] and grid["fractions"] == [0.2] and grid["seeds"] == [0, 1, 2]
+    assert grid["simulate"]["cells"] == 50 and "sizes" not in grid
+
+
+@pytest.mark.parametrize("grid, key", [
+    (dict(GRID, bogus=1), "efficiency.systems.predator_prey"),
+    ({"fractions": [0.2]}, "efficiency.systems.predator_prey"),  # configurations are required
+    (dict(GRID, configurations=[100, 20000]), "efficiency.systems.predator_prey.configurations"),
+    (dict(GRID, fractions=[]), "efficiency.systems.predator_prey.losses"),
+    (dict(GRID, fractions=[0.001]), "efficiency.systems.predator_prey.fractions"),
+    (dict(GRID, sampled_units=[500]), "efficiency.systems.predator_prey.sampled_units"),
+    (dict(GRID, fractions=[1.0]), r"efficiency.systems.predator_prey.fractions\[0\]"),
+])
+def test_impossible_predator_prey_grids_name_the_key(grid, key):
+    with pytest.raises(ConfigError, match=f"config key '{key}'"):
+        config_with(predator_prey=grid)
+
+
+def test_lennard_jones_sizes_must_hold_the_cutoff_sphere():
+    with pytest.raises(ConfigError, match=r"config key 'efficiency.systems.lennard_jones.sizes': 64 atoms .* periodic image"):
+        config_with(lennard_jones=dict(LJ_GRID, sizes=[64, 800]))
+
+
+# ---------------------------------------------------------------------------------------
+# Aggregation on hand-made metrics
+# ---------------------------------------------------------------------------------------
+def write_metrics(root: Path, run: Run, errors: list[float], units: int, wall: float = 1.0) -> str:
+    """A metrics.json as `evaluate` writes it, at the path the efficiency rules give the run."""
+    k = units if run.subset == "p1" else int(run.subset[1:]) if run.subset[0] == "k" else round(float(run.subset[1:]) * units)
+    path = root / "efficiency" / run.folder / "evaluation" / run.name / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({
+        "system": run.system, "model": run.model, "loss": run.loss, "p": k / units, "seed": run.seed,
+        "configurations": run.configurations, "force_evaluations": run.configurations * k, "force_unit": "atom",
+        "force_wall_seconds": wall * run.configurations * k, "train_wall_seconds": 1.0,
+        "rollout_error": float(np.mean(errors)), "member_rollout_errors": errors,
+    }))
+    return str(path)
+
+
+# (size, loss, subset) -> error per training-set size 100, 200, 400 (the same for both seeds unless a pair)
+CURVES = {
+    (800, "L_z", "p1"): [1e-2, 2e-3, 1e-3],
+    (800, "L_xp", "k50"): [2e-3, 1e-3, 5e-4],
+    (2700, "L_z", "p1"): [1e-2, 8e-3, 5e-3],  # never reaches e_tol
+    (2700, "L_xp", "k50"): [(2e-3, 4e-3), 2e-3, 1e-3],  # seeds 2e-3 and 4e-3 at 100: mean 3e-3 reaches
+}
+
+
+@pytest.fixture
+def metrics(tmp_path) -> list[str]:
+    paths = []
+    for (size, loss, subset), errors in CURVES.items():
+        for configurations, error in zip([100, 200, 400], errors):
+            for seed in (0, 1):
+                value = error[seed] if isinstance(error, tuple) else error
+                paths.append(write_metrics(tmp_path, Run("lennard_jones", size, "mlp", loss, subset, configurations, seed),
+                                           [value], size))
+    return paths
+
+
+def test_points_are_mean_and_std_over_seeds(metrics):
+    points = summarise(load_runs(metrics)).set_index(["size", "loss", "configurations"])
+    point = points.loc[(2700, "L_xp", 100)]
+    assert point["rollout_error_mean"] == pytest.approx(3e-3)
+    assert point["rollout_error_std"] == pytest.approx(1e-3)
+    assert (point["seeds"], point["models"], point["units"], point["force_evaluations"]) == (2, 2, 2700, 100 * 50)
+    assert points.loc[(800, "L_z", 200), "force_evaluations"] == 200 * 800
+
+
+def test_smallest_training_set_below_tolerance_and_the_ratio(metrics):
+    reached = to_tolerance(summarise(load_runs(metrics)), {"lennard_jones": 3e-3}).set_index(["size", "loss"])
+    assert reached.loc[(800, "L_z"), "configurations"] == 200
+    assert reached.loc[(800, "L_z"), "force_evaluations"] == 200 * 800
+    assert reached.loc[(800, "L_xp"), "force_evaluations"] == 100 * 50
+    assert reached.loc[(800, "L_xp"), "force_wall_seconds"] == pytest.approx(100 * 50)
+    assert reached.loc[(2700, "L_xp"), "configurations"] == 100  # mean of 2e-3 and 4e-3 is e_tol itself
+    ratio = ratios(reached.reset_index()).set_index("size")
+    assert ratio.loc[800, "bound"] == "exact"
+    assert ratio.loc[800, "force_evaluation_ratio"] == pytest.approx(200 * 800 / (100 * 50))
+    assert ratio.loc[800, "force_wall_ratio"] == pytest.approx(200 * 800 / (100 * 50))
+
+
+def test_a_tolerance_never_reached_is_reported_as_a_bound(metrics):
+    reached = to_tolerance(summarise(load_runs(metrics)), {"lennard_jones": 3e-3})
+    baseline = reached.set_index(["size", "loss"]).loc[(2700, "L_z")]
+    assert not baseline["reached"] and math.isnan(baseline["force_evaluations"])
+    assert baseline["largest_force_evaluations"] == 400 * 2700
+    ratio = ratios(reached).set_index("size").loc[2700]
+    assert ratio["bound"] == "at least"
+    assert ratio["force_evaluation_ratio"] == pytest.approx(400 * 2700 / (100 * 50))
+    assert math.isnan(ratio["force_wall_ratio"])
+    table = markdown(reached, ratios(reached))
+    assert "| lennard_jones | 2700 | 2700 | L_z | p1 | 0.003 | | > 1.1e+06 atoms |" in table
+    assert "| lennard_jones | 800 | 800 | L_z | p1 | 0.003 | 200 | 1.6e+05 atoms |" in table
+    assert "≥ 2.2e+02×" in table and "| 1.2e+06 |" in table  # the published 800-atom L_z figure beside ours
+
+
+def test_a_diverged_seed_means_the_training_set_has_not_reached_the_tolerance(tmp_path):
+    paths = [write_metrics(tmp_path, Run("predator_prey", 50, "mlp", "L_z", "p1", 100, seed), [error], 100)
+             for seed, error in enumerate([1e-4, float("inf")])]
+    point = summarise(load_runs(paths)).iloc[0]
+    assert point["diverged"] == 1 and point["rollout_error_mean"] == np.inf
+    assert not to_tolerance(summarise(load_runs(paths)), {"predator_prey": 3e-3}).iloc[0]["reached"]
+
+
+def test_efficiency_writes_tables_and_figures(metrics, tmp_path):
+    settings = {"tolerance": 3e-3, "systems": {"lennard_jones": {"sizes": [800, 2700]}}}
+    efficiency(metrics, str(tmp_path / "out"), settings)
+    for name in ("points.csv", "to_tolerance.csv", "ratios.csv", "to_tolerance.md"):
+        assert (tmp_path / "out" / name).stat().st_size > 100, name
+    for name in ("data_efficiency_lennard_jones.png", "scaling_lennard_jones.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 10_000, name
+    assert len(pd.read_csv(tmp_path / "out/points.csv")) == 4 * 3
+
+
+# ---------------------------------------------------------------------------------------
+# Through Snakemake
+# ---------------------------------------------------------------------------------------
+TINY_EFFICIENCY = copy.deepcopy(TINY) | {"efficiency": {"systems": {
+    "predator_prey": {"sizes": [5, 10], "configurations": [20], "losses": ["L_z", "L_xp"], "fractions": [0.2],
+                      "seeds": [0], "simulate": TINY["systems"]["predator_prey"]["simulate"],
+                      "closure": TINY["systems"]["predator_prey"]["closure"],
+                      "train": {"epochs": 3, "mlp": {"hidden": [16]}}},
+}}}
+
+
+def test_dry_run_plans_one_job_per_size_loss_subset_training_set_and_seed(tmp_path):
+    config = copy.deepcopy(TINY) | {"efficiency": {"systems": {"predator_prey": GRID, "lennard_jones": LJ_GRID}}}
+    write_config(tmp_path, config)
+    result = snakemake(tmp_path, "efficiency", "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (result.stdout + result.stderr).split("Job stats:")[1].split("total")[0]
+    jobs = {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE) if rule != "job"}
+    assert jobs == {
+        "efficiency_simulate": 2 * (1 + 2),  # train and test per size
+        "efficiency_closure": 1 + 2,
+        "efficiency_sample": 2 * 2 * 2 + 2 * 2 * 2,  # (p1, p0.2 | p1, k50) x sets x seeds (x sizes for LJ)
+        "efficiency_train": 12 + 8,
+        "efficiency_evaluate": 12 + 8,
+        "efficiency_report": 1,
+        "efficiency": 1,
+    }
+    assert "mlp_L_x_p1_c400_seed1" in result.stdout  # L_x trains on the L_z force sample (p1)
+
+
+def test_default_target_leaves_the_efficiency_grid_out(tmp_path):
+    config = copy.deepcopy(TINY) | {"efficiency": {"systems": {"predator_prey": GRID}}}
+    assert not any(rule.startswith("efficiency") for rule in planned_jobs(tmp_path, config))
+
+
+@pytest.fixture(scope="module")
+def efficiency_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("efficiency")
+    write_config(workdir, TINY_EFFICIENCY)
+    result = snakemake(workdir, "efficiency")
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir
+
+
+def test_efficiency_target_writes_tables_and_figures(efficiency_run):
+    out = efficiency_run / "results/efficiency"
+    points = pd.read_csv(out / "points.csv")
+    assert sorted(points["units"].unique()) == [10, 20]  # 2 x cells
+    assert set(zip(points["loss"], points["subset"])) == {("L_z", "p1"), ("L_xp", "p0.2")}
+    assert set(pd.read_csv(out / "to_tolerance.csv")["size"]) == {5, 10}
+    assert len(pd.read_csv(out / "ratios.csv")) == 2
+    for name in ("data_efficiency_predator_prey.png", "scaling_predator_prey.png"):
+        assert (out / name).stat().st_size > 10_000
+    metrics = json.loads((out / "predator_prey/size10/evaluation/mlp_L_xp_p0.2_c20_seed0/metrics.json").read_text())
+    assert metrics["force_evaluations"] == 20 * 4  # 20 configurations x 4 of 20 coordinates
+    assert not (efficiency_run / "results/predator_prey").exists()  # the pipeline's own runs are not needed
+
+
+def test_efficiency_rerun_reuses_every_job_and_report_carries_the_figures(efficiency_run):
+    result = snakemake(efficiency_run, "efficiency", "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr
+    result = snakemake(efficiency_run, "efficiency", "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (efficiency_run / "report.html").read_text()
+    for name in ("to_tolerance.csv", "data_efficiency_predator_prey.png", "scaling_predator_prey.png"):
+        assert name in html, name

@@ -1,0 +1,179 @@
+# The `efficiency` target: rollout error against force evaluations (config `efficiency:`).
+# Every run of the grid reuses a pipeline rule (`use rule ... with:`) on its own paths under
+# {results}/efficiency/{system}/size{size}/, so a run is one ordinary job of each stage.
+EFFICIENCY = f"{RESULTS}/efficiency"
+EFFICIENCY_GRIDS = config["efficiency"]["systems"]
+EFFICIENCY_RUNS = plan(config)
+# Inline in the first output of each rule below: the global `system` constraint names the
+# pipeline's systems, which need not include the efficiency ones.
+EFFICIENCY_SYSTEM = "{system," + ("|".join(EFFICIENCY_GRIDS) or "none") + "}"
+EFFICIENCY_SIZE = f"{EFFICIENCY}/{EFFICIENCY_SYSTEM}/size{{size,\\d+}}"
+SIZE_FOLDER = f"{EFFICIENCY}/{{system}}/size{{size}}"
+RUN = "{model}_{loss}_{subset}_c{configurations}_seed{seed}"
+EFFICIENCY_LOGS = f"{RESULTS}/logs/efficiency/{{system}}/size{{size}}"
+EFFICIENCY_BENCHMARKS = f"{RESULTS}/benchmarks/efficiency/{{system}}/size{{size}}"
+
+
+def efficiency_spec(wildcards) -> dict:
+    """The job's system section at its size (and training-set size, where it has one)."""
+    configurations = wildcards.get("configurations")
+    return stage_spec(wildcards.system, EFFICIENCY_GRIDS[wildcards.system], int(wildcards.size),
+                      int(configurations) if configurations else None)
+
+
+def efficiency_section(wildcards, stage) -> str:
+    """One stage's settings of an efficiency job as JSON (a rule reruns when they change)."""
+    return json.dumps(efficiency_spec(wildcards)[stage], sort_keys=True)
+
+
+def efficiency_fraction(wildcards) -> str:
+    """The fraction p of a job: its `p`, or its run's subset as the fraction at its size."""
+    if "subset" not in wildcards.keys():
+        return wildcards.get("p", "1")
+    return forces_fraction(wildcards.system, EFFICIENCY_GRIDS[wildcards.system], int(wildcards.size), wildcards.subset)
+
+
+def efficiency_need(stage, wildcards, attempt):
+    """Memory and runtime of one efficiency job, estimated like the pipeline's."""
+    return estimate(stage, wildcards.system, efficiency_spec(wildcards), attempt, wildcards.get("split", "train"),
+                    efficiency_fraction(wildcards))
+
+
+def efficiency_forces(wildcards) -> str:
+    """The force sample a run trains on: its subset as the fraction p at its size."""
+    return f"{SIZE_FOLDER}/forces/p{efficiency_fraction(wildcards)}/c{{configurations}}_seed{{seed}}.zarr".format(**wildcards)
+
+
+use rule simulate as efficiency_simulate with:
+    output:
+        directory(f"{EFFICIENCY_SIZE}/trajectories/{{split}}.zarr"),
+    params:
+        settings=lambda wildcards: efficiency_section(wildcards, "simulate"),
+        device=config["device"],
+    log:
+        f"{EFFICIENCY_LOGS}/simulate_{{split}}.log",
+    benchmark:
+        f"{EFFICIENCY_BENCHMARKS}/simulate_{{split}}.tsv"
+    resources:
+        mem_mb=lambda wildcards, attempt: efficiency_need("simulate", wildcards, attempt).mem_mb,
+        runtime=lambda wildcards, attempt: efficiency_need("simulate", wildcards, attempt).runtime,
+        gpu=GPUS,
+
+
+use rule sample as efficiency_sample with:
+    input:
+        trajectories=f"{SIZE_FOLDER}/trajectories/train.zarr",
+    output:
+        directory(f"{EFFICIENCY_SIZE}/forces/p{{p}}/c{{configurations,\\d+}}_seed{{seed}}.zarr"),
+    params:
+        settings=lambda wildcards: efficiency_section(wildcards, "sample"),
+        device=config["device"],
+    log:
+        f"{EFFICIENCY_LOGS}/sample_p{{p}}_c{{configurations}}_seed{{seed}}.log",
+    benchmark:
+        f"{EFFICIENCY_BENCHMARKS}/sample_p{{p}}_c{{configurations}}_seed{{seed}}.tsv"
+    resources:
+        mem_mb=lambda wildcards, attempt: efficiency_need("sample", wildcards, attempt).mem_mb,
+        runtime=lambda wildcards, attempt: efficiency_need("sample", wildcards, attempt).runtime,
+        gpu=GPUS,
+
+
+use rule closure as efficiency_closure with:
+    input:
+        trajectories=f"{SIZE_FOLDER}/trajectories/train.zarr",
+    output:
+        directory(f"{EFFICIENCY_SIZE}/closure"),
+    params:
+        settings=lambda wildcards: efficiency_section(wildcards, "closure"),
+        device=config["device"],
+    log:
+        f"{EFFICIENCY_LOGS}/closure.log",
+    benchmark:
+        f"{EFFICIENCY_BENCHMARKS}/closure.tsv"
+    resources:
+        mem_mb=lambda wildcards, attempt: efficiency_need("closure", wildcards, attempt).mem_mb,
+        runtime=lambda wildcards, attempt: efficiency_need("closure", wildcards, attempt).runtime,
+        gpu=GPUS,
+
+
+use rule train as efficiency_train with:
+    input:
+        trajectories=f"{SIZE_FOLDER}/trajectories/train.zarr",
+        forces=efficiency_forces,
+        closure=f"{SIZE_FOLDER}/closure",
+    output:
+        directory(f"{EFFICIENCY_SIZE}/dynamics/{{model}}_{{loss}}_{{subset,[pk][0-9.e-]+}}_c{{configurations,\\d+}}_seed{{seed}}"),
+    params:
+        settings=lambda wildcards: efficiency_section(wildcards, "train"),
+        device=config["device"],
+    log:
+        f"{EFFICIENCY_LOGS}/train_{RUN}.log",
+    benchmark:
+        f"{EFFICIENCY_BENCHMARKS}/train_{RUN}.tsv"
+    resources:
+        mem_mb=lambda wildcards, attempt: efficiency_need("train", wildcards, attempt).mem_mb,
+        runtime=lambda wildcards, attempt: efficiency_need("train", wildcards, attempt).runtime,
+        gpu=GPUS,
+
+
+use rule evaluate as efficiency_evaluate with:
+    input:
+        model=f"{SIZE_FOLDER}/dynamics/{RUN}",
+        closure=f"{SIZE_FOLDER}/closure",
+        trajectories=f"{SIZE_FOLDER}/trajectories/test.zarr",
+    output:
+        metrics=f"{EFFICIENCY_SIZE}/evaluation/{{model}}_{{loss}}_{{subset,[pk][0-9.e-]+}}_c{{configurations,\\d+}}_seed{{seed}}/metrics.json",
+        rollout=f"{SIZE_FOLDER}/evaluation/{RUN}/rollout.png",
+    params:
+        settings=lambda wildcards: efficiency_section(wildcards, "evaluate"),
+        folder=lambda wildcards, output: os.path.dirname(output.metrics),
+        device=config["device"],
+    log:
+        f"{EFFICIENCY_LOGS}/evaluate_{RUN}.log",
+    benchmark:
+        f"{EFFICIENCY_BENCHMARKS}/evaluate_{RUN}.tsv"
+    resources:
+        mem_mb=lambda wildcards, attempt: efficiency_need("evaluate", wildcards, attempt).mem_mb,
+        runtime=lambda wildcards, attempt: efficiency_need("evaluate", wildcards, attempt).runtime,
+        gpu=GPUS,
+
+
+rule efficiency_report:
+    """Tables and figures of the efficiency grid: error against force evaluations, cost to e_tol."""
+    input:
+        metrics=[f"{EFFICIENCY}/{run.folder}/evaluation/{run.name}/metrics.json" for run in EFFICIENCY_RUNS],
+    output:
+        points=report(f"{EFFICIENCY}/points.csv", caption="../report/efficiency_points.rst", category="Efficiency"),
+        reached=report(f"{EFFICIENCY}/to_tolerance.csv", caption="../report/efficiency_tolerance.rst", category="Efficiency"),
+        ratios=report(f"{EFFICIENCY}/ratios.csv", caption="../report/efficiency_ratios.rst", category="Efficiency"),
+        markdown=f"{EFFICIENCY}/to_tolerance.md",
+        data=[
+            report(f"{EFFICIENCY}/data_efficiency_{system}.png", caption="../report/efficiency_data.rst", category="Efficiency")
+            for system in EFFICIENCY_GRIDS
+        ],
+        scaling=[
+            report(f"{EFFICIENCY}/scaling_{system}.png", caption="../report/efficiency_scaling.rst", category="Efficiency")
+            for system, grid in EFFICIENCY_GRIDS.items()
+            if len(sizes(system, grid)) > 1
+        ],
+    params:
+        settings=json.dumps(config["efficiency"], sort_keys=True),
+        folder=EFFICIENCY,
+    log:
+        f"{RESULTS}/logs/efficiency/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/efficiency/report.tsv"
+    conda:
+        ENVIRONMENT
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "macroclosure efficiency --metrics {input.metrics} --settings {params.settings:q} --out {params.folder} > {log} 2>&1"
+
+
+rule efficiency:
+    """Target: the efficiency tables and figures (not part of `all`)."""
+    input:
+        rules.efficiency_report.output if EFFICIENCY_RUNS else [],
