@@ -115,14 +115,15 @@ def problems(config: dict) -> list[str]:
         size_key = "sizes" if "sizes" in grid else f"simulate.{SIZE_KEY[system]}"
         if "L_xp" in grid["losses"] and not (grid["fractions"] or grid["sampled_units"]):
             found.append(f"config key '{prefix}.losses': L_xp needs 'fractions' or 'sampled_units'")
+        simulate = grid["simulate"]
+        available = simulate["trajectories"]["train"] * (simulate["steps"] // simulate["save_every"] + 1)
+        found += [f"config key '{prefix}.configurations': {count} exceeds the {available} saved training states"
+                  for count in grid["configurations"] if count > available]
         for size in sizes(system, grid):
             simulate = simulate_settings(system, grid, size)
             found += [f"config key '{prefix}.{size_key if key == SIZE_KEY[system] else 'simulate.' + key}': {why}"
                       for key, why in setting_problems(system, simulate).items()]
             dims = dimensions(system, simulate)
-            available = simulate["trajectories"]["train"] * (simulate["steps"] // simulate["save_every"] + 1)
-            found += [f"config key '{prefix}.configurations': {count} exceeds the {available} saved training states "
-                      f"at size {size}" for count in grid["configurations"] if count > available]
             found += [f"config key '{prefix}.sampled_units': k = {k} exceeds the {dims.units} {dims.unit}s at size {size}"
                       for k in grid["sampled_units"] if k > dims.units]
             found += [f"config key '{prefix}.fractions': p = {p} samples no {dims.unit} of {dims.units} at size {size}"
