@@ -5,15 +5,7 @@ Used to show that a partial force never builds an array whose size grows with N.
 import jax
 import numpy as np
 
-
-def equations_of(jaxpr):
-    """Every equation of a jaxpr, descending into the jaxprs of nested calls."""
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for value in eqn.params.values():
-            inner = getattr(value, "jaxpr", value)  # ClosedJaxpr or Jaxpr
-            if hasattr(inner, "eqns"):
-                yield from equations_of(inner)
+from macroclosure.sampling import equations_of
 
 
 def trace_sizes(function, *args):

@@ -25,6 +25,30 @@ from macroclosure.store import open_store, read_states, write_store
 from macroclosure.systems import system_of
 
 CONFIGURATION_STREAM, SUBSET_STREAM = 0, 1
+BATCH_MEMORY_BYTES = 2**30  # bound on the intermediates of one batch of partial forces
+
+
+def equations_of(jaxpr):
+    """Every equation of a jaxpr, descending into the jaxprs of nested calls."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            inner = getattr(value, "jaxpr", value)  # ClosedJaxpr or Jaxpr
+            if hasattr(inner, "eqns"):
+                yield from equations_of(inner)
+
+
+def traced_bytes(function, *args) -> int:
+    """Total size of every intermediate `function` traces to on `args`: an upper bound on
+    its working memory (XLA fuses many of them away)."""
+    closed = jax.make_jaxpr(function)(*args)
+    return sum(int(np.prod(v.aval.shape)) * v.aval.dtype.itemsize for eqn in equations_of(closed.jaxpr) for v in eqn.outvars)
+
+
+def configurations_per_batch(partial_rhs, state, units, requested: int) -> int:
+    """`requested`, or fewer so that one batch's intermediates stay within BATCH_MEMORY_BYTES
+    (LJ at p = 1 works on k x candidates pairs: large systems must not take 1 024 at once)."""
+    return max(1, min(requested, BATCH_MEMORY_BYTES // max(1, traced_bytes(partial_rhs, state, units))))
 
 
 def draw_configurations(n_trajectories: int, n_times: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +99,8 @@ def sample(trajectories: str, out: str, p: float, seed: int, settings: dict, dev
     compiled = {}
     forces = np.empty(rows.shape, dtype=ds["state"].dtype)
     wall = 0.0
-    batch = settings["batch_size"]
+    example = (jnp.asarray(read_states(ds, trajectory[:1], time_index[:1])[0]), jnp.asarray(units[0]))
+    batch = configurations_per_batch(system.partial_rhs, *example, settings["batch_size"])
     with jax.default_device(jax_device(device)):
         for first in tqdm(range(0, count, batch), desc=f"sample p={p:g}", disable=not progress, mininterval=2.0):
             part = slice(first, first + batch)
