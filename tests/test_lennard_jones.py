@@ -285,3 +285,37 @@ def test_a_box_smaller_than_twice_the_cutoff_is_refused_naming_the_key():
     config = {"systems": {"lennard_jones": {"simulate": {"atoms": 100}}}}
     with pytest.raises(ConfigError, match=r"systems\.lennard_jones\.simulate\.atoms': 100 atoms .* box of side"):
         validate(config)
+
+
+# --- the pipeline -------------------------------------------------------------------------
+TINY_PIPELINE = {
+    "results": "results",
+    "device": "cpu",
+    "systems": {
+        "lennard_jones": {
+            "seeds": [0],
+            "simulate": {"atoms": 256, "steps": 20, "save_every": 5, "minimise_steps": 50, "trajectories": {"train": 2, "test": 1}},
+            "sample": {"fractions": [0.0625, 1.0], "configurations": 8, "batch_size": 4},
+            "closure": {"latent_dim": 3, "epochs": 1, "hidden": [8], "condition_rows": "closure"},
+            "train": {"models": ["mlp", "onsager"], "losses": ["L_z", "L_xp"], "epochs": 2, "mlp": {"hidden": [8]}, "onsager": {"hidden": 8}},
+        }
+    },
+}
+
+
+def test_every_stage_runs_on_lennard_jones_and_counts_force_evaluations_in_atoms(tmp_path):
+    from test_workflow import snakemake, write_config
+
+    write_config(tmp_path, TINY_PIPELINE)
+    result = snakemake(tmp_path)
+    assert result.returncode == 0, result.stderr[-5000:]
+    results = tmp_path / "results"
+    forces = open_store(str(results / "lennard_jones/forces/p0.0625/seed0.zarr"), "forces")
+    assert forces.attrs["k"] == 16 and forces["index"].shape == (8, 16 * 6)  # 16 of 256 atoms, 6 rows each
+    for model in ("mlp", "onsager"):
+        for run in ("L_z_p1", "L_xp_p0.0625"):
+            metrics = (results / f"lennard_jones/evaluation/{model}_{run}_seed0/metrics.json").read_text()
+            assert '"force_unit": "atom"' in metrics
+    summary = (results / "report/summary.md").read_text()
+    assert "| lennard_jones | mlp | L_xp | 0.0625 | 8 | 128 atoms |" in summary
+    assert "| lennard_jones | onsager | L_z | 1 | 8 | 2.05e+03 atoms |" in summary
