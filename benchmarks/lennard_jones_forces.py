@@ -138,6 +138,11 @@ def lammps_atom_steps_per_second(settings: dict, state: np.ndarray) -> tuple[flo
     return rate, agreement
 
 
+def markdown(table: pd.DataFrame) -> str:
+    """The table with floats to 3 significant digits and integers as they are."""
+    return table.map(lambda value: f"{value:.3g}" if isinstance(value, float) else value).to_markdown(index=False)
+
+
 def figure(table: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
@@ -187,9 +192,9 @@ def main() -> None:
     speed.to_csv(RESULTS / "lennard_jones_md.csv", index=False)
     (RESULTS / "lennard_jones_forces.md").write_text(
         "## Force cost per configuration (float32, CPU, median)\n\n"
-        + table.to_markdown(index=False, floatfmt=".3g")
+        + markdown(table)
         + "\n\n## MD throughput (atom-steps / s)\n\n"
-        + speed.to_markdown(index=False, floatfmt=".3g")
+        + markdown(speed)
         + "\n"
     )
     figure(table, RESULTS / "lennard_jones_forces.png")
