@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -192,11 +191,7 @@ TINY_EFFICIENCY = copy.deepcopy(TINY) | {"efficiency": {"systems": {
 
 def test_dry_run_plans_one_job_per_size_loss_subset_training_set_and_seed(tmp_path):
     config = copy.deepcopy(TINY) | {"efficiency": {"systems": {"predator_prey": GRID, "lennard_jones": LJ_GRID}}}
-    write_config(tmp_path, config)
-    result = snakemake(tmp_path, "efficiency", "-n")
-    assert result.returncode == 0, result.stderr[-3000:]
-    table = (result.stdout + result.stderr).split("Job stats:")[1].split("total")[0]
-    jobs = {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE) if rule != "job"}
+    jobs = planned_jobs(tmp_path, config, "efficiency")
     assert jobs == {
         "efficiency_simulate": 2 * (1 + 2),  # train and test per size
         "efficiency_closure": 1 + 2,
@@ -206,6 +201,7 @@ def test_dry_run_plans_one_job_per_size_loss_subset_training_set_and_seed(tmp_pa
         "efficiency_report": 1,
         "efficiency": 1,
     }
+    result = snakemake(tmp_path, "efficiency", "-n", configfile="changed.yaml")
     assert "mlp_L_x_p1_c400_seed1" in result.stdout  # L_x trains on the L_z force sample (p1)
 
 

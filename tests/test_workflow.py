@@ -45,10 +45,10 @@ def write_config(workdir: Path, config: dict, name: str = "config.yaml") -> None
     (workdir / name).write_text(yaml.safe_dump(config))
 
 
-def planned_jobs(workdir: Path, config: dict) -> dict[str, int]:
-    """Rule -> job count that a dry run with `config` would execute."""
+def planned_jobs(workdir: Path, config: dict, *targets: str) -> dict[str, int]:
+    """Rule -> job count that a dry run of `targets` (default: all) with `config` would execute."""
     write_config(workdir, config, "changed.yaml")
-    result = snakemake(workdir, "-n", configfile="changed.yaml")
+    result = snakemake(workdir, *targets, "-n", configfile="changed.yaml")
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     if "Nothing to be done" in output:
