@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from macroclosure.efficiency_plan import run_of, sizes  # noqa: E402
-from macroclosure.report import DIVERGED_ERROR, load_metrics  # noqa: E402
+from macroclosure.report import DIVERGED_ERROR, finish_error_axis, load_metrics, save_figure  # noqa: E402
 from macroclosure.runtime import log  # noqa: E402
 
 BASELINE = "L_z"
@@ -147,14 +147,8 @@ def plot_data_efficiency(points: pd.DataFrame, system: str, tolerance: float, pa
                           yerr=curve["rollout_error_std"][good], color=f"C{number}", marker="o", ms=4, capsize=3,
                           label=_label(loss, subset))
             axis.scatter(curve["force_evaluations"][~good], np.full((~good).sum(), top), color=f"C{number}", marker="^")
-        axis.axhline(tolerance, color="grey", ls="--", lw=1, label=f"e_tol = {tolerance:g}")
-        axis.set(xscale="log", yscale="log", title=f"{system}, {here['units'].iloc[0]} {here['force_unit'].iloc[0]}s",
-                 xlabel=f"force evaluations ({here['force_unit'].iloc[0]}s)", ylabel="relative rollout error")
-        axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        finish_error_axis(axis, tolerance, f"{system}, {here['units'].iloc[0]} {here['force_unit'].iloc[0]}s", here["force_unit"].iloc[0])
+    save_figure(figure, path)
 
 
 def plot_scaling(reached: pd.DataFrame, ratio: pd.DataFrame, system: str, path: Path) -> None:
@@ -187,9 +181,7 @@ def plot_scaling(reached: pd.DataFrame, ratio: pd.DataFrame, system: str, path: 
         axis.set(xscale="log", yscale="log")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def efficiency(metrics_paths: list[str], out: str, settings: dict) -> None:

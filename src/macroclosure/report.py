@@ -22,6 +22,22 @@ MODEL_STYLE = {"mlp": ("C0", "o"), "onsager": ("C1", "s"), "gfinn": ("C2", "D")}
 DIVERGED_ERROR = 1.0  # a relative error above 1 is worse than predicting zero: the rollout left
 
 
+
+def finish_error_axis(axis, tolerance: float, title: str, force_unit: str) -> None:
+    """Log-log axes of rollout error against force evaluations, with e_tol drawn."""
+    axis.axhline(tolerance, color="grey", ls="--", lw=1, label=f"e_tol = {tolerance:g}")
+    axis.set(xscale="log", yscale="log", title=title,
+             xlabel=f"force evaluations ({force_unit}s)", ylabel="relative rollout error")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=7)
+
+
+def save_figure(figure, path: Path) -> None:
+    """Write a figure as PNG and free it (figures pile up in long reports otherwise)."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
 def load_metrics(paths: list[str]) -> pd.DataFrame:
     """One row per trained model: (system, model, loss, p, seed, ensemble member)."""
     rows = []
@@ -93,14 +109,8 @@ def plot_error_against_cost(metrics: pd.DataFrame, path: Path, tolerance: float 
             if good.any():
                 axis.errorbar(group["force_evaluations"].mean(), errors[good].mean(), yerr=errors[good].std(ddof=0),
                               marker=marker, color=colour, ms=8, capsize=3, label=f"{model} {loss} p={p:g}")
-        axis.axhline(tolerance, color="grey", ls="--", lw=1, label=f"e_tol = {tolerance:g}")
-        axis.set(xscale="log", yscale="log", title=f"{system} (▲ = diverged rollout)",
-                 xlabel=f"force evaluations ({rows['force_unit'].iloc[0]}s)", ylabel="relative rollout error")
-        axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        finish_error_axis(axis, tolerance, f"{system} (▲ = diverged rollout)", rows["force_unit"].iloc[0])
+    save_figure(figure, path)
 
 
 def plot_loss_curves(histories: list[str], path: Path) -> None:
@@ -116,9 +126,7 @@ def plot_loss_curves(histories: list[str], path: Path) -> None:
             axis.plot([], [], color=MODEL_STYLE[model][0], label=model)
         axis.set(yscale="log", title=f"{system} {loss}", xlabel="epoch", ylabel="training loss")
         axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def report(metrics_paths: list[str], history_paths: list[str], out: str, config: dict) -> None:
