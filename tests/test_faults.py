@@ -23,7 +23,7 @@ import xarray as xr
 import yaml
 
 from macroclosure.cli import main
-from macroclosure.store import StoreError, open_store, read, streamed_store, write_store
+from macroclosure.store import StoreError, open_store, streamed_store, write_store
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
