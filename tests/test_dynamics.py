@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from macroclosure.dynamics import MLP, OnsagerNet, build_model, rk4_rollout
+from macroclosure.dynamics import GFINN, MLP, OnsagerNet, build_model, rk4_rollout
 
 DIM = 4
 
@@ -62,9 +62,17 @@ def test_onsager_potential_gradient_matches_autograd():
     torch.testing.assert_close(model.potential_gradient(z), expected)
 
 
-def test_onsager_trains_through_the_gradient_and_runs_without_grad():
+@pytest.mark.parametrize(
+    "build, learnt_through_gradients",
+    [
+        (lambda: OnsagerNet(DIM, hidden=16), ["potential_net"]),
+        (lambda: GFINN(DIM, hidden=16), ["energy_net", "entropy_net"]),
+    ],
+    ids=["onsager", "gfinn"],
+)
+def test_gradient_models_train_through_the_gradients_and_run_without_grad(build, learnt_through_gradients):
     torch.manual_seed(0)
-    model = OnsagerNet(DIM, hidden=16)
+    model = build()
     z = torch.randn(6, DIM)
     with torch.no_grad():
         rollout_output = model(z)
@@ -72,8 +80,9 @@ def test_onsager_trains_through_the_gradient_and_runs_without_grad():
     training_output = model(z)
     torch.testing.assert_close(rollout_output, training_output)
     training_output.square().sum().backward()
-    # the potential enters only through grad V, so its weights learn only if grad V has a graph
-    assert model.potential_net[0].weight.grad.abs().sum() > 0
+    # these networks enter only through their gradients: they learn only if the gradients have a graph
+    for name in learnt_through_gradients:
+        assert getattr(model, name)[0].weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("seed", [0, 1])
