@@ -78,6 +78,11 @@ def pair_force_over_r(r2, inside):
     return jnp.where(inside, 24.0 * inverse_r2 * inverse_r6 * (2.0 * inverse_r6 - 1.0), 0.0)
 
 
+def split_state(x, atoms: int):
+    """(positions [atoms, 3], velocities [atoms, 3]) of a state vector x [6 atoms]."""
+    return x[: 3 * atoms].reshape(atoms, 3), x[3 * atoms :].reshape(atoms, 3)
+
+
 def minimum_image(delta, box):
     return delta - box * jnp.round(delta / box)
 
@@ -174,7 +179,7 @@ def simulation_functions(settings: dict) -> Simulation:
 @lru_cache(maxsize=8)
 def _simulation(atoms: int, density: float, r_cutoff: float, skin: float) -> Simulation:
     """Neighbour lists (cutoff r_c + skin) and the pair energies on them, via jax-md."""
-    box = (atoms / density) ** (1.0 / 3.0)
+    box = box_length({"atoms": atoms, "density": density})
     displacement, shift = space.periodic(box, wrapped=False)
     metric = space.canonicalize_displacement_or_metric(displacement)
     neighbor_fn = partition.neighbor_list(metric, box, r_cutoff, dr_threshold=skin)
@@ -265,7 +270,7 @@ def integrate(settings: dict, x0, n_frames: int, save_every: int, chunk_frames: 
     chunk_frames = max(d for d in range(1, chunk_frames + 1) if n_frames % d == 0)  # one chunk shape, one compilation
     trajectories, first_bad, neighbor = [], np.full(len(x0), -1), None
     for index, x in enumerate(np.asarray(x0)):
-        positions, velocities = jnp.asarray(x[: 3 * atoms].reshape(atoms, 3)), jnp.asarray(x[3 * atoms :].reshape(atoms, 3))
+        positions, velocities = (jnp.asarray(part) for part in split_state(x, atoms))
         neighbor = neighbours_for(sim, positions, neighbor)
         frames = [x[None]]
         for start in range(0, n_frames, chunk_frames):
@@ -353,17 +358,14 @@ def build(settings: dict) -> System:
     grid = cell_grid(box, r_cutoff)
     offsets = jnp.arange(3)
 
-    def split(x):
-        return x[: 3 * atoms].reshape(atoms, 3), x[3 * atoms :].reshape(atoms, 3)
-
     def rhs(x):
         """dx/dt = (v, F) on every row, forces from jax-md's all-pairs sum (O(N^2))."""
-        positions, velocities = split(x)
+        positions, velocities = split_state(x, atoms)
         return jnp.concatenate([velocities.ravel(), all_pair_forces(positions, box=box, r_cutoff=r_cutoff).ravel()])
 
     def partial_rhs(x, units):
         """The 6 rate rows of each atom in `units`: (v, F) from cell-binned neighbours only."""
-        positions, velocities = split(x)
+        positions, velocities = split_state(x, atoms)
         forces = partial_forces(positions, units, box=box, r_cutoff=r_cutoff, grid=grid)
         return jnp.concatenate([velocities[units], forces], axis=1).ravel()
 
