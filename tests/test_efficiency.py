@@ -16,7 +16,7 @@ from test_workflow import TINY, planned_jobs, snakemake, write_config
 
 from macroclosure.config import ConfigError, validate
 from macroclosure.efficiency import efficiency, load_runs, markdown, ratios, summarise, to_tolerance
-from macroclosure.efficiency_plan import Run, forces_fraction, plan, run_of, subsets
+from macroclosure.efficiency_plan import Run, forces_fraction, plan, run_of, stage_spec, subsets
 
 GRID = {"configurations": [100, 400], "fractions": [0.2], "seeds": [0, 1]}
 LJ_GRID = {"sizes": [256, 800], "configurations": [20, 40], "losses": ["L_z", "L_xp"], "fractions": [], "sampled_units": [50],
@@ -83,6 +83,30 @@ def test_impossible_predator_prey_grids_name_the_key(grid, key):
 def test_lennard_jones_sizes_must_hold_the_cutoff_sphere():
     with pytest.raises(ConfigError, match=r"config key 'efficiency.systems.lennard_jones.sizes': 64 atoms .* periodic image"):
         config_with(lennard_jones=dict(LJ_GRID, sizes=[64, 800]))
+
+
+PUBLISHED_LAMBDA = [{"sizes": [800], "closure": {"condition_weight": 1e-3}, "train": {"onsager": {"hidden": 256}}}]
+
+
+def test_settings_named_for_some_sizes_are_laid_over_the_grid_at_those_sizes_only():
+    grid = config_with(lennard_jones=dict(LJ_GRID, at_sizes=PUBLISHED_LAMBDA))["efficiency"]["systems"]["lennard_jones"]
+    small, large = (stage_spec("lennard_jones", grid, size) for size in (256, 800))
+    assert small["closure"]["condition_weight"] == 1e-6 and large["closure"]["condition_weight"] == 1e-3
+    assert small["train"]["onsager"]["hidden"] == 32 and large["train"]["onsager"]["hidden"] == 256
+    assert large["train"]["onsager"]["alpha"] == small["train"]["onsager"]["alpha"]  # nested keys not named are kept
+    assert {key: value for key, value in large["closure"].items() if key != "condition_weight"} == \
+        {key: value for key, value in small["closure"].items() if key != "condition_weight"}
+
+
+@pytest.mark.parametrize("override, key", [
+    ({"sizes": [2700], "closure": {"condition_weight": 1e-3}}, r"at_sizes\[0\].sizes': 2700 is not one of the grid's sizes"),
+    ({"sizes": [800], "closure": {"condition_weight": -1.0}}, r"at_sizes\[0\].closure.condition_weight': -1.0 is less"),
+    ({"sizes": [800], "train": {"lerning_rate": 1.0}}, r"at_sizes\[0\].train': .*'lerning_rate' was unexpected"),
+    ({"sizes": [800], "simulate": {"atoms": 900}}, r"at_sizes\[0\]': .*'simulate' was unexpected"),
+])
+def test_a_bad_setting_for_some_sizes_names_its_key(override, key):
+    with pytest.raises(ConfigError, match=f"config key 'efficiency.systems.lennard_jones.{key}"):
+        config_with(lennard_jones=dict(LJ_GRID, at_sizes=[override]))
 
 
 # ---------------------------------------------------------------------------------------

@@ -76,18 +76,31 @@ def complete_section(system: str, stage: str, settings: dict, schema_path: Path 
     Lets a stage run from the command line with a partial section, and refuses a bad one
     with the key named, exactly as the whole-config validation would.
     """
+    settings = copy.deepcopy(settings)
+    problems = section_problems(system, stage, settings, f"systems.{system}.{stage}", schema_path)
+    if problems:
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+    return settings
+
+
+def section_problems(system: str, stage: str, settings: dict, key: str, schema_path: Path = SCHEMA_PATH) -> list[str]:
+    """What is wrong with one stage's settings, each line naming its key under `key`; fills
+    the section's defaults in place."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     try:
         reference = schema["$defs"][system]["properties"][stage]["$ref"]
     except KeyError:
         raise ConfigError(f"no settings '{stage}' are known for system '{system}'") from None
-    settings = copy.deepcopy(settings)
     validator = _validator_with_defaults({"$ref": reference, "$defs": schema["$defs"]})
-    errors = sorted(validator.iter_errors(settings), key=lambda e: e.json_path)
-    if errors:
-        lines = [_describe(e, prefix=f"systems.{system}.{stage}") for e in errors]
-        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines))
-    return settings
+    return [_describe(error, prefix=key) for error in sorted(validator.iter_errors(settings), key=lambda e: e.json_path)]
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes` laid over it, nested sections merged key by key."""
+    result = copy.deepcopy(base)
+    for name, value in changes.items():
+        result[name] = merged(result[name], value) if isinstance(value, dict) and isinstance(result.get(name), dict) else value
+    return result
 
 
 def check_semantics(config: dict) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from macroclosure.config import FULL_FORCE_LOSSES, format_fraction
+from macroclosure.config import FULL_FORCE_LOSSES, format_fraction, merged
 
 SIZE_KEY = {"predator_prey": "cells", "allen_cahn": "cells", "lennard_jones": "atoms"}  # simulate key that sets the size
 
@@ -66,6 +66,15 @@ def simulate_settings(system: str, grid: dict, size: int) -> dict:
     return grid["simulate"] | {SIZE_KEY[system]: size}
 
 
+def section_at(grid: dict, stage: str, size: int) -> dict:
+    """The grid's closure or train section at one size, with the `at_sizes` entries naming it laid over."""
+    section = grid[stage]
+    for override in grid["at_sizes"]:
+        if size in override["sizes"]:
+            section = merged(section, override.get(stage, {}))
+    return section
+
+
 def subsets(grid: dict) -> list[tuple[str, str]]:
     """Every (loss, subset) trained: full-force losses at p1, L_xp at each fraction and each k."""
     runs = [(loss, "p1") for loss in grid["losses"] if loss in FULL_FORCE_LOSSES]
@@ -99,8 +108,8 @@ def stage_spec(system: str, grid: dict, size: int, configurations: int | None = 
     return {
         "simulate": simulate_settings(system, grid, size),
         "sample": {"configurations": configurations or max(grid["configurations"]), "batch_size": grid["sample_batch_size"]},
-        "closure": grid["closure"],
-        "train": grid["train"],
+        "closure": section_at(grid, "closure", size),
+        "train": section_at(grid, "train", size),
         "evaluate": grid["evaluate"],
     }
 
@@ -128,10 +137,26 @@ def problems(config: dict) -> list[str]:
                       for k in grid["sampled_units"] if k > dims.units]
             found += [f"config key '{prefix}.fractions': p = {p} samples no {dims.unit} of {dims.units} at size {size}"
                       for p in grid["fractions"] if round(p * dims.units) < 1]
-            if grid["closure"]["latent_dim"] <= dims.observables:
-                found.append(f"config key '{prefix}.closure.latent_dim': {grid['closure']['latent_dim']} must be larger "
-                             f"than the number of observables ({dims.observables})")
+            latent_dim = section_at(grid, "closure", size)["latent_dim"]
+            if latent_dim <= dims.observables:
+                found.append(f"config key '{prefix}.closure.latent_dim': {latent_dim} must be larger "
+                             f"than the number of observables ({dims.observables}) at size {size}")
+        found += override_problems(system, grid, prefix)
     return list(dict.fromkeys(found))
+
+
+def override_problems(system: str, grid: dict, prefix: str) -> list[str]:
+    """`at_sizes` entries that name a size the grid does not measure, or change a key the stage lacks."""
+    from macroclosure.config import section_problems
+
+    found = []
+    for number, override in enumerate(grid["at_sizes"]):
+        key = f"{prefix}.at_sizes[{number}]"
+        found += [f"config key '{key}.sizes': {size} is not one of the grid's sizes {sizes(system, grid)}"
+                  for size in override["sizes"] if size not in sizes(system, grid)]
+        found += [problem for stage in ("closure", "train") if stage in override
+                  for problem in section_problems(system, stage, merged(grid[stage], override[stage]), f"{key}.{stage}")]
+    return found
 
 
 def units_at(system: str, grid: dict, size: int) -> int:
