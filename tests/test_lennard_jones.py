@@ -6,6 +6,8 @@ are float64 unless a test says otherwise.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -228,6 +230,30 @@ def test_neighbour_list_reallocation_gives_up_after_its_retries(float64, minimis
     monkeypatch.setattr(lj, "OVERFLOW_RETRIES", 0)
     with pytest.raises(lj.NeighbourListOverflow, match="overflowed 1 times"):
         lj.run_chunk(sim, compressed, jnp.zeros((atoms, 3)), lj.allocate(sim, positions), dt=0.001, save_every=5, frames=1)
+
+
+def test_minimisation_whose_list_overflows_is_redone_from_its_start_with_a_new_list(float64, minimised, monkeypatch):
+    atoms = 800
+    sim = lj.simulation_functions(lj_settings(atoms=atoms))
+    positions = positions_of(minimised[atoms], atoms)
+    descend, started_with = lj.descend, []
+
+    def overflowing(runs_that_overflow):
+        def fake_descend(sim, positions, neighbor, **settings):
+            started_with.append(neighbor)
+            minimised, _ = descend(sim, positions, neighbor, **settings)
+            return minimised, SimpleNamespace(did_buffer_overflow=len(started_with) <= runs_that_overflow)
+        return fake_descend
+
+    monkeypatch.setattr(lj, "descend", overflowing(1))
+    result, used = lj.minimise(sim, positions, steps=5, soft=False)
+    assert len(started_with) == 2 and used is started_with[1] and used is not started_with[0]
+    expected, _ = descend(sim, positions, lj.allocate(sim, positions), soft=False, steps=5)
+    np.testing.assert_allclose(np.asarray(result), np.asarray(expected), rtol=0, atol=1e-12)
+
+    monkeypatch.setattr(lj, "descend", overflowing(99))
+    with pytest.raises(lj.NeighbourListOverflow, match=f"overflowed {lj.OVERFLOW_RETRIES + 1} times in a row during energy"):
+        lj.minimise(sim, positions, steps=5, soft=False)
 
 
 def test_overlapping_atoms_stop_the_simulation_naming_trajectory_and_step(float32, minimised):

@@ -36,7 +36,7 @@ warnings.filterwarnings("ignore", message="scatter inputs have incompatible type
 
 CLOSEST_CONTACT = 0.9  # sigma; a pair this near carries 4 (0.9^-12 - 0.9^-6) = 7.3 epsilon
 CLOSE_PACKED_DENSITY = math.sqrt(2) / CLOSEST_CONTACT**3  # fcc with that nearest-neighbour distance
-OVERFLOW_RETRIES = 4  # neighbour-list reallocations per chunk before giving up
+OVERFLOW_RETRIES = 4  # neighbour-list reallocations per chunk or minimisation before giving up
 
 
 def dimensions(settings: dict) -> Dimensions:
@@ -246,20 +246,30 @@ class NeighbourListOverflow(RuntimeError):
     """The neighbour list kept overflowing after every reallocation."""
 
 
-def run_chunk(sim: Simulation, positions, velocities, neighbor, *, dt, save_every, frames):
-    """verlet_frames with overflow recovery: on overflow, reallocate from the chunk's start
-    (larger each time) and redo it, so no pair is ever dropped; give up after a few tries."""
+def retrying_overflow(run, sim: Simulation, positions, neighbor, activity: str):
+    """`run(neighbor)` -> (result, its final list, blown_up), redone from `positions` with a list
+    reallocated there, larger each time, whenever its final list overflowed, so no pair is ever
+    dropped; a blown-up state is returned as it is (a larger list would not help). Returns
+    (result, the list it started from); gives up after OVERFLOW_RETRIES reallocations."""
     for attempt in range(OVERFLOW_RETRIES + 1):
-        result = verlet_frames(sim, positions, velocities, neighbor, jnp.array(-1), dt=dt, save_every=save_every, frames=frames)
-        if not result[2].did_buffer_overflow:
-            return result
-        if int(result[4]) >= 0:  # blown up: a larger list would not help
-            return result
-        neighbor = allocate(sim, positions, extra_capacity=attempt * neighbor.idx.shape[-1] // 4)
+        result, final, blown_up = run(neighbor)
+        if blown_up or not final.did_buffer_overflow:
+            return result, neighbor
+        neighbor = allocate(sim, positions, extra_capacity=attempt * neighbor.idx.shape[-1] // 2)
     raise NeighbourListOverflow(
-        f"neighbour list overflowed {OVERFLOW_RETRIES + 1} times in a row (capacity {neighbor.idx.shape[-1]}); "
-        "the configuration is probably compressed beyond a liquid"
+        f"neighbour list overflowed {OVERFLOW_RETRIES + 1} times in a row during {activity} "
+        f"(capacity {neighbor.idx.shape[-1]}); the configuration is probably compressed beyond a liquid"
     )
+
+
+def run_chunk(sim: Simulation, positions, velocities, neighbor, *, dt, save_every, frames):
+    """verlet_frames from a chunk's start, redone with a larger list on overflow."""
+
+    def run(neighbor):
+        result = verlet_frames(sim, positions, velocities, neighbor, jnp.array(-1), dt=dt, save_every=save_every, frames=frames)
+        return result, result[2], int(result[4]) >= 0
+
+    return retrying_overflow(run, sim, positions, neighbor, "molecular dynamics")[0]
 
 
 def integrate(settings: dict, x0, n_frames: int, save_every: int, chunk_frames: int, on_chunk):
@@ -311,15 +321,14 @@ def descend(sim: Simulation, positions, neighbor, *, soft: bool, steps: int):
 
 def minimise(sim: Simulation, positions, steps: int, soft: bool, neighbor=None):
     """FIRE minimisation of the soft-sphere or LJ energy: (positions, the list it used).
-    Redone with a larger neighbour list when it overflows (atoms move far while overlaps
-    untangle); `neighbor` is a list to reuse the capacity of."""
-    neighbor = neighbours_for(sim, positions, neighbor)
-    for attempt in range(OVERFLOW_RETRIES + 1):
+    Redone with a larger list when it overflows (atoms move far while overlaps untangle);
+    `neighbor` is a list to reuse the capacity of."""
+
+    def run(neighbor):
         minimised, final = descend(sim, positions, neighbor, soft=soft, steps=steps)
-        if not final.did_buffer_overflow:
-            return minimised, neighbor
-        neighbor = allocate(sim, positions, extra_capacity=(attempt + 1) * neighbor.idx.shape[-1] // 2)
-    raise NeighbourListOverflow("neighbour list kept overflowing during energy minimisation")
+        return minimised, final, False
+
+    return retrying_overflow(run, sim, positions, neighbours_for(sim, positions, neighbor), "energy minimisation")
 
 
 def soft_sphere_energy(dr):
