@@ -7,11 +7,13 @@ from __future__ import annotations
 import copy
 import json
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from test_workflow import TINY, planned_jobs, snakemake, write_config
 
 from macroclosure.config import ConfigError, validate
@@ -265,3 +267,17 @@ def test_efficiency_rerun_reuses_every_job_and_report_carries_the_figures(effici
     html = (efficiency_run / "report.html").read_text()
     for name in ("to_tolerance.csv", "data_efficiency_predator_prey.png", "scaling_predator_prey.png"):
         assert name in html, name
+
+
+def test_the_published_scaling_in_the_readme_validates_and_plans_every_size():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("To run the published scaling on a GPU cluster", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    published = yaml.safe_load(textwrap.dedent(block))
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    config["efficiency"]["systems"]["lennard_jones"] = published
+    grid = validate(config)["efficiency"]["systems"]["lennard_jones"]
+    runs = [run for run in plan(config) if run.system == "lennard_jones"]
+    assert len(runs) == 4 * 2 * 7 * 3 and {run.size for run in runs} == {800, 2700, 6400, 21600}
+    assert grid.get("tolerance") is None and config["efficiency"]["tolerance"] == 3e-3
+    weights = {size: stage_spec("lennard_jones", grid, size)["closure"]["condition_weight"] for size in grid["sizes"]}
+    assert weights == {800: 1e-5, 2700: 1e-3, 6400: 1e-3, 21600: 1e-3}
