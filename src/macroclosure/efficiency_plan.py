@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from macroclosure.config import FULL_FORCE_LOSSES, format_fraction, merged
+from macroclosure.config import FULL_FORCE_LOSSES, format_fraction, merged, section_problems
 
 SIZE_KEY = {"predator_prey": "cells", "allen_cahn": "cells", "lennard_jones": "atoms"}  # simulate key that sets the size
 
@@ -147,8 +147,6 @@ def problems(config: dict) -> list[str]:
 
 def override_problems(system: str, grid: dict, prefix: str) -> list[str]:
     """`at_sizes` entries that name a size the grid does not measure, or change a key the stage lacks."""
-    from macroclosure.config import section_problems
-
     found = []
     for number, override in enumerate(grid["at_sizes"]):
         key = f"{prefix}.at_sizes[{number}]"

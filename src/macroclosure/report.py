@@ -22,7 +22,6 @@ MODEL_STYLE = {"mlp": ("C0", "o"), "onsager": ("C1", "s"), "gfinn": ("C2", "D")}
 DIVERGED_ERROR = 1.0  # a relative error above 1 is worse than predicting zero: the rollout left
 
 
-
 def finish_error_axis(axis, tolerance: float, title: str, force_unit: str) -> None:
     """Log-log axes of rollout error against force evaluations, with e_tol drawn."""
     axis.axhline(tolerance, color="grey", ls="--", lw=1, label=f"e_tol = {tolerance:g}")
@@ -37,6 +36,7 @@ def save_figure(figure, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
 
 def load_metrics(paths: list[str]) -> pd.DataFrame:
     """One row per trained model: (system, model, loss, p, seed, ensemble member)."""
