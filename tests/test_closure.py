@@ -7,7 +7,9 @@ from macroclosure.closure import (
     condition_number,
     encoder_jacobian,
     fit_autoencoder,
+    load_closure,
     pseudo_inverse_rows,
+    run_closure,
 )
 
 N_DOF = 10
@@ -140,3 +142,12 @@ def test_fit_reduces_reconstruction_and_is_reproducible():
     state, state_again, state_other = model.state_dict(), again.state_dict(), other.state_dict()
     assert all(torch.equal(state[name], state_again[name]) for name in state)
     assert not all(torch.equal(state[name], state_other[name]) for name in state)
+
+
+@pytest.mark.parametrize("standardise", [True, False])
+def test_closure_standardises_x_only_when_asked(train_store, tmp_path, standardise):
+    settings = {"latent_dim": 3, "hidden": [4], "epochs": 1, "standardise": standardise}
+    run_closure(str(train_store), str(tmp_path / "closure"), settings, device="cpu", progress=False)
+    model, _, _ = load_closure(tmp_path / "closure")
+    assert torch.equal(model.x_mean == 0, torch.full_like(model.x_mean, not standardise, dtype=torch.bool))
+    assert torch.equal(model.x_std == 1, torch.full_like(model.x_std, not standardise, dtype=torch.bool))

@@ -5,15 +5,16 @@ import copy
 import pytest
 import torch
 
+from macroclosure.config import complete_section
 from macroclosure.ensemble import Stacked, build_members, member_seed
 from macroclosure.losses import micro_moments
 from macroclosure.normalisation import Normalisation
-from macroclosure.train import fit_dynamics
+from macroclosure.train import fit_dynamics, mean_losses, split_validation
 
 DIM = 3
 MODELS = {"mlp": {"hidden": [16]}, "onsager": {"hidden": 8}, "gfinn": {"hidden": 8}}
-SETTINGS = {"epochs": 4, "batch_size": 16, "lr": 1e-3, "plateau_patience": 100, "plateau_factor": 0.5,
-            "validation_fraction": 0.25}
+SETTINGS = complete_section("predator_prey", "train", {"epochs": 4, "batch_size": 16, "lr": 1e-3, "plateau_patience": 100,
+                                                      "plateau_factor": 0.5, "validation_fraction": 0.25})
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -65,3 +66,42 @@ def test_ensemble_training_equals_training_the_members_one_by_one(name, loss):
             torch.testing.assert_close(trained_together[key], alone[key], rtol=1e-4, atol=1e-5)
         changed = any(not torch.equal(alone[key], member.state_dict()[key]) for key in alone)
         assert changed, "training did not move the parameters"
+
+
+def trained(settings: dict, seed: int = 5) -> tuple[list[dict], list[dict], dict]:
+    """History, members' state_dicts and data of one MLP trained on noisy L_z targets."""
+    members = build_members("mlp", DIM, MODELS["mlp"], seed=0, count=1)
+    data = training_data("L_z")
+    history, state_dicts = fit_dynamics(members, "L_z", data, identity_normalisation(), SETTINGS | settings, seed=seed,
+                                        device=torch.device("cpu"), progress=False)
+    return history, state_dicts, data
+
+
+def test_learning_rate_stops_at_its_floor():
+    # Steps this small improve the loss by less than the plateau threshold: every epoch is a plateau.
+    schedule = {"epochs": 12, "lr": 1e-6, "plateau_patience": 1, "plateau_factor": 0.1, "plateau_on": "training"}
+    floored, _, _ = trained(schedule | {"min_lr": 1e-7})
+    unbounded, _, _ = trained(schedule | {"min_lr": 0.0})
+    assert min(row["lr"] for row in unbounded) < 1e-7, "the schedule never reached the floor: the test proves nothing"
+    assert min(row["lr"] for row in floored) == pytest.approx(1e-7)
+    assert floored[-1]["lr"] == pytest.approx(1e-7)
+
+
+def validation_loss_of(state_dict: dict, data: dict, seed: int = 5) -> float:
+    """The validation loss fit_dynamics reports, recomputed from a saved state_dict."""
+    (model,) = build_members("mlp", DIM, MODELS["mlp"], seed=0, count=1)
+    model.load_state_dict(state_dict)
+    _, validation = split_validation(len(data["z"]), SETTINGS["validation_fraction"], torch.Generator().manual_seed(seed))
+    scale = identity_normalisation().tensors()
+    return float(mean_losses(Stacked([model]), "L_z", data, scale, validation, SETTINGS["batch_size"])[0])
+
+
+def test_keep_best_saves_the_best_validation_epoch_and_keep_last_the_final_one():
+    schedule = {"epochs": 30, "lr": 5e-2, "plateau_patience": 100}
+    best_history, (best,), data = trained(schedule | {"keep": "best"})
+    last_history, (last,), _ = trained(schedule | {"keep": "last"})
+    validation = [row["validation_loss"] for row in best_history]
+    assert validation[-1] > min(validation), "the last epoch was the best: the test proves nothing"
+    assert [row["validation_loss"] for row in last_history] == validation
+    assert validation_loss_of(best, data) == pytest.approx(min(validation), rel=1e-5)
+    assert validation_loss_of(last, data) == pytest.approx(validation[-1], rel=1e-5)

@@ -44,7 +44,7 @@ def minimised():
         for atoms in (256, 800):
             settings = lj_settings(atoms=atoms)
             sim = lj.simulation_functions(settings)
-            states[atoms], _ = lj.initial_state(sim, np.random.default_rng(atoms), settings, 1.0)
+            states[atoms] = lj.initial_states(sim, np.random.default_rng(atoms), settings, np.array([1.0]))[0]
     return states
 
 
@@ -294,6 +294,27 @@ def test_initial_states_are_minimised_at_zero_momentum_and_their_drawn_temperatu
         assert ((positions >= 0) & (positions < sim.box)).all()
         potential = float(sim.energy_fn(jnp.asarray(positions), lj.allocate(sim, jnp.asarray(positions)))) / 256
         assert potential < -5.5  # a random placement has U/atom ~ 1e10; a minimised liquid ~ -6
+
+
+def test_shared_start_gives_equal_positions_and_velocities_scaled_by_root_temperature(float64):
+    settings = lj_settings(atoms=256, shared_start=True, minimise_steps=50)
+    system = build_system("lennard_jones", settings)
+    train, train_initial = system.initial_conditions(np.random.default_rng([0, 0]), 3)
+    test, test_initial = system.initial_conditions(np.random.default_rng([0, 1]), 1)
+    states = np.concatenate([train, test])
+    temperatures = np.concatenate([train_initial["initial_temperature"], test_initial["initial_temperature"]])
+    assert len(set(temperatures)) == 4
+    np.testing.assert_array_equal(states[:, :768], np.broadcast_to(states[0, :768], (4, 768)))
+    unit_pattern = states[:, 768:] / np.sqrt(temperatures)[:, None]
+    np.testing.assert_allclose(unit_pattern, np.broadcast_to(unit_pattern[0], (4, 768)), rtol=1e-12)
+    for x, temperature in zip(states, temperatures):
+        assert lj.temperature_of(x[768:].reshape(256, 3)) == pytest.approx(temperature, rel=1e-12)
+
+
+def test_shared_start_is_refused_for_a_grid_system():
+    config = {"systems": {"predator_prey": {"simulate": {"shared_start": True}}}}
+    with pytest.raises(ConfigError, match=r"systems\.predator_prey\.simulate.*shared_start"):
+        validate(config)
 
 
 def test_simulated_store_records_the_box_and_defaults_to_float32(tmp_path):

@@ -101,6 +101,13 @@ def test_draws_are_uniform_without_replacement():
     assert sorted(zip(trajectory.tolist(), time_index.tolist())) == [(t, i) for t in range(4) for i in range(6)]
 
 
+def test_trajectory_draw_takes_whole_trajectories_in_order(train_store, tmp_path):
+    arrays, attrs = sampled(train_store, tmp_path / "whole.zarr", configurations=7, draw="trajectories")
+    assert arrays["trajectory"].tolist() == [0, 0, 0, 0, 0, 1, 1]
+    assert arrays["time_index"].tolist() == [0, 1, 2, 3, 4, 0, 1]
+    assert attrs["force_evaluations"] == 7 * 3
+
+
 def test_too_many_configurations_are_refused_naming_the_store(train_store, tmp_path):
     with pytest.raises(ValueError, match=re.escape(str(train_store))):
         sampled(train_store, tmp_path / "many.zarr", configurations=16)  # 3 x 5 stored states

@@ -204,8 +204,9 @@ def run_closure(trajectories: str, out: str, settings: dict, device: str = "auto
     hparams["provenance"] = provenance(settings, settings["seed"], str(torch_used))
     torch.manual_seed(settings["seed"])
     model = build_autoencoder(hparams)
-    model.x_mean.copy_(x.mean(0))
-    model.x_std.copy_(x.std(0).clamp_min(1e-6))
+    if settings["standardise"]:
+        model.x_mean.copy_(x.mean(0))
+        model.x_std.copy_(x.std(0).clamp_min(1e-6))
     log.info("fitting the closure autoencoder: %d states, N = %d, d = %d", len(x), x.shape[1], settings["latent_dim"])
     start = time.perf_counter()
     history = fit_autoencoder(

@@ -107,7 +107,8 @@ def stage_spec(system: str, grid: dict, size: int, configurations: int | None = 
     stages and the resource estimates read."""
     return {
         "simulate": simulate_settings(system, grid, size),
-        "sample": {"configurations": configurations or max(grid["configurations"]), "batch_size": grid["sample_batch_size"]},
+        "sample": {"configurations": configurations or max(grid["configurations"]), "batch_size": grid["sample_batch_size"],
+                   "draw": grid["sample_draw"]},
         "closure": section_at(grid, "closure", size),
         "train": section_at(grid, "train", size),
         "evaluate": grid["evaluate"],

@@ -61,6 +61,13 @@ def draw_configurations(n_trajectories: int, n_times: int, count: int, seed: int
     return np.divmod(flat, n_times)
 
 
+def first_states(n_times: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(trajectory, time_index) of the first `count` saved states in trajectory order: whole
+    training trajectories, so a smaller budget also covers fewer initial conditions (the
+    published draw: n configurations are the first n / frames trajectories)."""
+    return np.divmod(np.arange(count), n_times)
+
+
 def draw_subsets(n_units: int, k: int, count: int, seed: int) -> np.ndarray:
     """`count` independent uniform subsets of k of n_units units, without replacement."""
     rng = np.random.default_rng([seed, SUBSET_STREAM])
@@ -90,10 +97,13 @@ def sample(trajectories: str, out: str, p: float, seed: int, settings: dict, dev
     k = round(p * system.dims.units)
     if k < 1:
         raise ValueError(f"p = {p} samples no {system.dims.unit} out of {system.dims.units}")
-    trajectory, time_index = draw_configurations(n_trajectories, n_times, count, seed)
+    if settings["draw"] == "trajectories":
+        trajectory, time_index = first_states(n_times, count)
+    else:
+        trajectory, time_index = draw_configurations(n_trajectories, n_times, count, seed)
     units = draw_subsets(system.dims.units, k, count, seed)
     rows = np.asarray(jax.vmap(system.unit_rows)(jnp.asarray(units)))
-    log.info("sampling %d configurations x %d of %d %ss (p = %g)", count, k, system.dims.units, system.dims.unit, p)
+    log.info("sampling %d configurations (%s draw) x %d of %d %ss (p = %g)", count, settings["draw"], k, system.dims.units, system.dims.unit, p)
 
     partial_forces = jax.jit(jax.vmap(system.partial_rhs))
     compiled = {}

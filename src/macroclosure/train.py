@@ -86,13 +86,15 @@ def mean_losses(stacked: Stacked, loss: str, tensors: dict, scale: dict, indices
 
 
 def fit_dynamics(members: list, loss: str, tensors: dict, normalisation: Normalisation, settings: dict, seed: int, device, progress: bool = True) -> tuple[list[dict], list[dict]]:
-    """Train ensemble members together: AdamW (amsgrad), ReduceLROnPlateau on held-out loss.
+    """Train ensemble members together: AdamW (amsgrad), ReduceLROnPlateau down to `min_lr`.
 
     The same loss on held-out configurations is an unbiased estimate of the population loss
-    (for L_x,p too), so each member keeps its parameters of lowest validation loss: noisy
-    partial targets cannot be memorised unnoticed. Members see the same minibatches and share
-    the learning-rate schedule (driven by their mean validation loss); their gradients are
-    independent, so with a constant rate each evolves exactly as if trained alone.
+    (for L_x,p too), so by default (`keep: best`) each member keeps its parameters of lowest
+    validation loss and the plateau is judged on that loss: noisy partial targets cannot be
+    memorised unnoticed. `plateau_on: training` and `keep: last` give the published schedule
+    (plateau on the training loss, final weights). Members see the same minibatches and share
+    the learning-rate schedule (driven by their mean loss); their gradients are independent,
+    so with a constant rate each evolves exactly as if trained alone.
     Returns the per-epoch history and one state_dict per member.
     """
     generator = torch.Generator().manual_seed(seed)
@@ -102,7 +104,7 @@ def fit_dynamics(members: list, loss: str, tensors: dict, normalisation: Normali
     stacked = Stacked([member.to(device) for member in members])
     optimizer = torch.optim.AdamW(stacked.params.values(), lr=settings["lr"], weight_decay=0.0, amsgrad=True)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=settings["plateau_factor"], patience=settings["plateau_patience"]
+        optimizer, factor=settings["plateau_factor"], patience=settings["plateau_patience"], min_lr=settings["min_lr"]
     )
     best_loss = torch.full((stacked.count,), float("inf"), dtype=torch.float64)
     best_params = {name: value.detach().clone() for name, value in stacked.params.items()}
@@ -121,16 +123,16 @@ def fit_dynamics(members: list, loss: str, tensors: dict, normalisation: Normali
         if not torch.isfinite(held_out).all():
             member = int(torch.nonzero(~torch.isfinite(held_out))[0])
             raise FloatingPointError(f"{loss} of ensemble member {member} became non-finite at epoch {epoch}; lower the learning rate")
-        scheduler.step(held_out.mean().item())
+        mean_training = total / len(training) / stacked.count
+        scheduler.step(mean_training if settings["plateau_on"] == "training" else held_out.mean().item())
         improved = held_out < best_loss
         best_loss = torch.where(improved, held_out, best_loss)
         for name, value in stacked.params.items():
             best_params[name][improved.to(device)] = value.detach()[improved.to(device)]
-        mean_training = total / len(training) / stacked.count
         history.append({"epoch": epoch, "loss": mean_training, "validation_loss": held_out.mean().item(),
                         "lr": optimizer.param_groups[0]["lr"]})
         bar.set_postfix(loss=f"{mean_training:.3e}", validation=f"{held_out.mean():.3e}", refresh=False)
-    return history, stacked.state_dicts(best_params)
+    return history, stacked.state_dicts(best_params if settings["keep"] == "best" else None)
 
 
 def train(trajectories: str, forces: str, closure: str, out: str, model_name: str, loss: str, seed: int, settings: dict, device: str = "auto", progress: bool = True) -> None:

@@ -36,6 +36,7 @@ warnings.filterwarnings("ignore", message="scatter inputs have incompatible type
 
 CLOSEST_CONTACT = 0.9  # sigma; a pair this near carries 4 (0.9^-12 - 0.9^-6) = 7.3 epsilon
 CLOSE_PACKED_DENSITY = math.sqrt(2) / CLOSEST_CONTACT**3  # fcc with that nearest-neighbour distance
+SHARED_START_STREAM = 2  # random stream of the shared start (the split streams are 0 and 1)
 OVERFLOW_RETRIES = 4  # neighbour-list reallocations per chunk or minimisation before giving up
 
 
@@ -337,22 +338,43 @@ def soft_sphere_energy(dr):
     return jnp.where(dr < 1.0, 0.5 * (1.0 - dr) ** 2, 0.0)
 
 
-def initial_state(sim: Simulation, rng: np.random.Generator, settings: dict, temperature: float, lists=(None, None)):
-    """Random placement, soft-sphere then LJ FIRE minimisation, Gaussian velocities at
-    `temperature` with zero total momentum, rescaled to exactly that temperature.
-
-    Returns the state and the two neighbour lists used, whose capacities the next call reuses.
-    """
-    atoms = settings["atoms"]
+def minimised_placement(sim: Simulation, rng: np.random.Generator, settings: dict, lists=(None, None)):
+    """Random placement, then soft-sphere and LJ FIRE minimisation: positions [atoms, 3] in
+    the box, and the two neighbour lists used, whose capacities the next call reuses."""
     dtype = jnp.zeros(()).dtype
-    positions = jnp.asarray(rng.uniform(0.0, sim.box, (atoms, 3)), dtype=dtype)
+    positions = jnp.asarray(rng.uniform(0.0, sim.box, (settings["atoms"], 3)), dtype=dtype)
     positions, soft_list = minimise(sim, positions, settings["minimise_steps"], soft=True, neighbor=lists[0])
     positions, lj_list = minimise(sim, positions, settings["minimise_steps"], soft=False, neighbor=lists[1])
-    velocities = rng.normal(0.0, math.sqrt(temperature), (atoms, 3))
+    return np.asarray(wrap(positions, sim.box)), (soft_list, lj_list)
+
+
+def unit_velocities(rng: np.random.Generator, atoms: int) -> np.ndarray:
+    """Gaussian velocities [atoms, 3] with zero total momentum, rescaled to temperature 1; a
+    temperature T0 is this pattern times sqrt(T0)."""
+    velocities = rng.normal(0.0, 1.0, (atoms, 3))
     velocities -= velocities.mean(axis=0)
-    velocities *= math.sqrt(temperature / temperature_of(velocities))
-    state = np.concatenate([np.asarray(wrap(positions, sim.box)).ravel(), velocities.ravel()])
-    return state, (soft_list, lj_list)
+    return velocities / math.sqrt(temperature_of(velocities))
+
+
+def initial_states(sim: Simulation, rng: np.random.Generator, settings: dict, temperatures: np.ndarray) -> np.ndarray:
+    """One state (wrapped positions, velocities at exactly T0) per temperature T0.
+
+    Independent starts draw a placement and a velocity pattern per trajectory. With
+    `shared_start` every trajectory, in every split, starts from the one placement and the one
+    velocity pattern drawn from `settings["seed"]` alone, scaled to its T0 (the published
+    design: only T0 differs, so T(t) is a smooth function of T0).
+    """
+    if settings["shared_start"]:
+        shared = np.random.default_rng([settings["seed"], SHARED_START_STREAM])
+        positions, _ = minimised_placement(sim, shared, settings)
+        pattern = unit_velocities(shared, settings["atoms"])
+        return np.stack([np.concatenate([positions.ravel(), math.sqrt(t) * pattern.ravel()]) for t in temperatures])
+    states, lists = [], (None, None)
+    for temperature in temperatures:
+        positions, lists = minimised_placement(sim, rng, settings, lists)
+        velocities = math.sqrt(temperature) * unit_velocities(rng, settings["atoms"])
+        states.append(np.concatenate([positions.ravel(), velocities.ravel()]))
+    return np.stack(states)
 
 
 def temperature_of(velocities) -> float:
@@ -386,12 +408,8 @@ def build(settings: dict) -> System:
     def initial_conditions(rng: np.random.Generator, count: int):
         low, high = settings["temperature"]
         temperatures = rng.uniform(low, high, count)
-        sim = simulation_functions(settings)
-        states, lists = [], (None, None)
-        for temperature in temperatures:
-            state, lists = initial_state(sim, rng, settings, temperature, lists)
-            states.append(state)
-        return np.stack(states), {"initial_temperature": temperatures}
+        states = initial_states(simulation_functions(settings), rng, settings, temperatures)
+        return states, {"initial_temperature": temperatures}
 
     def observables(x: torch.Tensor) -> torch.Tensor:
         """Temperature sum |v|^2 / (3 (atoms - 1))."""
