@@ -90,6 +90,17 @@ def subset_fraction(subset: str, units: int) -> float:
     return value if subset[0] == "p" else value / units
 
 
+def training_sets(grid: dict, loss: str) -> list[int]:
+    """The training-set sizes a loss is trained on: its entry of `configurations_by_loss`, or
+    the grid's `configurations`."""
+    return grid["configurations_by_loss"].get(loss, grid["configurations"])
+
+
+def all_training_sets(grid: dict) -> list[int]:
+    """Every training-set size some loss of the grid is trained on."""
+    return sorted({count for loss in grid["losses"] for count in training_sets(grid, loss)})
+
+
 def plan(config: dict) -> list[Run]:
     """Every run of the configured efficiency grid."""
     return [
@@ -97,7 +108,7 @@ def plan(config: dict) -> list[Run]:
         for system, grid in config["efficiency"]["systems"].items()
         for size in sizes(system, grid)
         for loss, subset in subsets(grid)
-        for configurations in grid["configurations"]
+        for configurations in training_sets(grid, loss)
         for seed in grid["seeds"]
     ]
 
@@ -107,7 +118,7 @@ def stage_spec(system: str, grid: dict, size: int, configurations: int | None = 
     stages and the resource estimates read."""
     return {
         "simulate": simulate_settings(system, grid, size),
-        "sample": {"configurations": configurations or max(grid["configurations"]), "batch_size": grid["sample_batch_size"],
+        "sample": {"configurations": configurations or max(all_training_sets(grid)), "batch_size": grid["sample_batch_size"],
                    "draw": grid["sample_draw"]},
         "closure": section_at(grid, "closure", size),
         "train": section_at(grid, "train", size),
@@ -128,7 +139,9 @@ def problems(config: dict) -> list[str]:
         simulate = grid["simulate"]
         available = simulate["trajectories"]["train"] * (simulate["steps"] // simulate["save_every"] + 1)
         found += [f"config key '{prefix}.configurations': {count} exceeds the {available} saved training states"
-                  for count in grid["configurations"] if count > available]
+                  for count in all_training_sets(grid) if count > available]
+        found += [f"config key '{prefix}.configurations_by_loss.{loss}': {loss} is not one of the grid's losses"
+                  for loss in grid["configurations_by_loss"] if loss not in grid["losses"]]
         for size in sizes(system, grid):
             simulate = simulate_settings(system, grid, size)
             found += [f"config key '{prefix}.{size_key if key == SIZE_KEY[system] else 'simulate.' + key}': {why}"
