@@ -64,6 +64,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/closure.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/baselines.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/efficiency.smk"
 

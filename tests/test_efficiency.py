@@ -194,14 +194,31 @@ def test_a_diverged_seed_means_the_training_set_has_not_reached_the_tolerance(tm
     assert not to_tolerance(summarise(load_runs(paths)), {"predator_prey": 3e-3}).iloc[0]["reached"]
 
 
+def write_baselines(root: Path, size: int, persistence: float, mean_course: float) -> str:
+    """A baselines.json as `macroclosure baselines` writes it, at the path the efficiency rules give a size."""
+    path = root / "efficiency" / "lennard_jones" / f"size{size}" / "baselines.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"system": "lennard_jones", "units": size, "force_unit": "atom", "baselines": {
+        "persistence": {"rollout_error": persistence}, "mean course": {"rollout_error": mean_course}}}))
+    return str(path)
+
+
 def test_efficiency_writes_tables_and_figures(metrics, tmp_path):
     settings = {"tolerance": 3e-3, "systems": {"lennard_jones": {"sizes": [800, 2700]}}}
-    efficiency(metrics, str(tmp_path / "out"), settings)
+    baselines = [write_baselines(tmp_path, 800, 0.4, 1.5e-3), write_baselines(tmp_path, 2700, 0.4, 2e-2)]
+    efficiency(metrics, baselines, str(tmp_path / "out"), settings)
     for name in ("points.csv", "to_tolerance.csv", "ratios.csv", "to_tolerance.md"):
         assert (tmp_path / "out" / name).stat().st_size > 100, name
     for name in ("data_efficiency_lennard_jones.png", "scaling_lennard_jones.png"):
         assert (tmp_path / "out" / name).stat().st_size > 10_000, name
-    assert len(pd.read_csv(tmp_path / "out/points.csv")) == 4 * 3
+    points = pd.read_csv(tmp_path / "out/points.csv")
+    assert len(points) == 4 * 3 + 2 * 2  # the curves' points and two baselines per size
+    below = points.set_index(["size", "loss", "configurations"])["no_skill"].sort_index()
+    assert list(below.loc[(800, "L_z")]) == [True, True, False]  # 1e-2, 2e-3, 1e-3 against 1.5e-3
+    assert not below.loc[(2700, "L_z")].any()  # every point below 2e-2
+    baseline = points[points["loss"] == "mean course"].set_index("size")
+    assert baseline.loc[2700, "rollout_error_mean"] == 2e-2 and baseline.loc[2700, "units"] == 2700
+    assert "| lennard_jones | 800 | 800 | 4.00e-01 | 1.50e-03 |" in (tmp_path / "out/to_tolerance.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------
@@ -224,6 +241,7 @@ def test_dry_run_plans_one_job_per_size_loss_subset_training_set_and_seed(tmp_pa
         "efficiency_sample": 2 * 2 * 2 + 2 * 2 * 2,  # (p1, p0.2 | p1, k50) x sets x seeds (x sizes for LJ)
         "efficiency_train": 12 + 8,
         "efficiency_evaluate": 12 + 8,
+        "efficiency_baselines": 1 + 2,  # one per system and size
         "efficiency_report": 1,
         "efficiency": 1,
     }
@@ -249,7 +267,9 @@ def test_efficiency_target_writes_tables_and_figures(efficiency_run):
     out = efficiency_run / "results/efficiency"
     points = pd.read_csv(out / "points.csv")
     assert sorted(points["units"].unique()) == [10, 20]  # 2 x cells
-    assert set(zip(points["loss"], points["subset"])) == {("L_z", "p1"), ("L_xp", "p0.2")}
+    assert set(zip(points["loss"], points["subset"].fillna(""))) == {("L_z", "p1"), ("L_xp", "p0.2"),
+                                                                      ("persistence", ""), ("mean course", "")}
+    assert (out / "predator_prey/size5/baselines.json").is_file()
     assert set(pd.read_csv(out / "to_tolerance.csv")["size"]) == {5, 10}
     assert len(pd.read_csv(out / "ratios.csv")) == 2
     for name in ("data_efficiency_predator_prey.png", "scaling_predator_prey.png"):

@@ -56,7 +56,7 @@ def slurm_plan(tmp_path_factory) -> list[tuple[str, dict[str, str]]]:
 
 
 def test_slurm_dry_run_plans_every_stage(slurm_plan):
-    assert {rule for rule, _ in slurm_plan} == GPU_STAGES | {"report", "all"}
+    assert {rule for rule, _ in slurm_plan} == GPU_STAGES | {"baselines", "report", "all"}
 
 
 def test_slurm_dry_run_asks_for_a_gpu_on_the_computing_stages_only(slurm_plan):
@@ -90,7 +90,7 @@ def test_local_profile_plans_with_two_cores_and_stops_at_the_first_failure(tmp_p
     profile = yaml.safe_load((PROFILES / "default/profile.yaml").read_text())
     assert profile["cores"] == 2 and profile["keep-going"] is False
     assert {"params", "input", "code"} <= set(profile["rerun-triggers"])
-    assert {rule for rule, _ in dry_run(tmp_path, "default", "cpu")} == GPU_STAGES | {"report", "all"}
+    assert {rule for rule, _ in dry_run(tmp_path, "default", "cpu")} == GPU_STAGES | {"baselines", "report", "all"}
 
 
 def test_every_rule_that_runs_a_command_names_a_conda_environment():

@@ -36,6 +36,12 @@ def test_a_larger_system_asks_for_more_memory(stage):
     assert estimate(stage, "predator_prey", large).mem_mb > estimate(stage, "predator_prey", small).mem_mb
 
 
+def test_baselines_ask_for_more_with_a_larger_system():
+    small = spec_of(simulate={"cells": 50})
+    large = bigger(small, "simulate", "cells", 200)
+    assert estimate("baselines", "predator_prey", large).mem_mb > estimate("baselines", "predator_prey", small).mem_mb
+
+
 @pytest.mark.parametrize(
     "stage, section, key",
     [

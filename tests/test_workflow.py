@@ -73,7 +73,10 @@ def test_pipeline_produces_every_output(pipeline):
     assert (results / "predator_prey/forces/p0.2/seed0.zarr").is_dir()
     assert (results / "predator_prey/forces/p1/seed0.zarr").is_dir()
     summary = (results / "report/summary.csv").read_text().splitlines()
-    assert len(summary) == 1 + 2 * 3  # header + (mlp, onsager) x (L_z, L_x, L_xp at p 0.2)
+    assert len(summary) == 1 + 2 * 3 + 2  # header + (mlp, onsager) x (L_z, L_x, L_xp at p 0.2) + 2 baselines
+    assert [line.split(",")[1] for line in summary[-2:]] == ["persistence", "mean course"]
+    assert summary[0].endswith(",no_skill")
+    assert (results / "predator_prey/baselines.json").is_file()
     for figure in ("error_vs_force_evaluations.png", "loss_curves.png"):
         assert (results / "report" / figure).stat().st_size > 1000
     metrics = json.loads((results / "predator_prey/evaluation/onsager_L_xp_p0.2_seed0/metrics.json").read_text())
@@ -100,7 +103,8 @@ def test_simulation_change_reruns_everything_downstream(pipeline):
     changed = json.loads(json.dumps(TINY))
     changed["systems"]["predator_prey"]["simulate"]["dt"] = 0.005
     jobs = planned_jobs(pipeline, changed)
-    assert jobs == {"simulate": 2, "sample": 2, "closure": 1, "train": 6, "evaluate": 6, "report": 1, "all": 1}
+    assert jobs == {"simulate": 2, "sample": 2, "closure": 1, "train": 6, "evaluate": 6, "baselines": 1, "report": 1,
+                    "all": 1}
 
 
 def test_html_report_bundles_the_results_and_the_config(pipeline):

@@ -59,16 +59,22 @@ def run_evaluate(args):
     evaluate(args.model_dir, args.closure, args.trajectories, args.out, args.settings, args.device)
 
 
+def run_baselines(args):
+    from macroclosure.baselines import baselines
+
+    baselines(args.train, args.test, args.out)
+
+
 def run_report(args):
     from macroclosure.report import report
 
-    report(args.metrics, args.histories, args.out, args.config)
+    report(args.metrics, args.histories, args.baselines, args.out, args.config)
 
 
 def run_efficiency(args):
     from macroclosure.efficiency import efficiency
 
-    efficiency(args.metrics, args.out, args.settings)
+    efficiency(args.metrics, args.baselines, args.out, args.settings)
 
 
 def run_validate(args):
@@ -114,14 +120,21 @@ def parser() -> argparse.ArgumentParser:
     for name in ("model-dir", "closure", "trajectories"):
         sub.add_argument(f"--{name}", required=True)
 
+    sub = stage("baselines", run_baselines, "score persistence and the mean course on the test trajectories",
+                settings=False, device=False)
+    sub.add_argument("--train", required=True, help="training trajectory store (the mean course is learnt from it)")
+    sub.add_argument("--test", required=True, help="test trajectory store")
+
     sub = stage("report", run_report, "aggregate metrics into tables and figures", settings=False, device=False)
     sub.add_argument("--metrics", nargs="+", required=True)
+    sub.add_argument("--baselines", nargs="+", required=True, help="baselines.json of every system")
     sub.add_argument("--histories", nargs="+", required=True)
     sub.add_argument("--config", type=settings_json, required=True, help="the validated configuration, JSON or @file")
 
     sub = stage("efficiency", run_efficiency, "aggregate the efficiency grid: error against force evaluations, cost to e_tol",
                 device=False)
     sub.add_argument("--metrics", nargs="+", required=True)
+    sub.add_argument("--baselines", nargs="+", required=True, help="baselines.json of every system and size")
 
     sub = stage("validate", run_validate, "validate a configuration file", settings=False, device=False)
     sub.add_argument("config")

@@ -4,6 +4,8 @@ From the metrics of every run of the efficiency grid (`efficiency_plan`): rollou
 and std over seeds and ensemble members and always against the encoded ground-truth test
 trajectories, against force evaluations; per size the smallest training set whose mean error
 is at most e_tol, the force evaluations and force wall time it took, and the ratio L_z / L_x,p.
+Per system and size the baselines (`macroclosure.baselines`) stand beside the curves, and a
+point whose mean error is not below the mean course is marked as having no skill.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from macroclosure.efficiency_plan import run_of, sizes  # noqa: E402
-from macroclosure.report import DIVERGED_ERROR, finish_error_axis, load_metrics, save_figure  # noqa: E402
+from macroclosure.efficiency_plan import run_of, size_of_baselines, sizes  # noqa: E402
+from macroclosure.report import (DIVERGED_ERROR, draw_baselines, finish_error_axis, load_baselines,  # noqa: E402
+                                 load_metrics, save_figure, with_baselines)
 from macroclosure.runtime import log  # noqa: E402
 
 BASELINE = "L_z"
@@ -40,6 +43,11 @@ def load_runs(paths: list[str]) -> pd.DataFrame:
     rows = pd.concat([load_metrics([path]).assign(**run_of(path)._asdict()) for path in paths], ignore_index=True)
     rows["units"] = (rows["force_evaluations"] / (rows["configurations"] * rows["p"])).round().astype(int)
     return rows
+
+
+def load_size_baselines(paths: list[str]) -> pd.DataFrame:
+    """One row per (system, size, baseline): `report.load_baselines` with the size of each path."""
+    return pd.concat([load_baselines([path]).assign(size=size_of_baselines(path)) for path in paths], ignore_index=True)
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
@@ -127,14 +135,27 @@ def markdown(reached: pd.DataFrame, ratio: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def baselines_markdown(baselines: pd.DataFrame) -> str:
+    """The baselines' mean rollout errors per system and size, as a Markdown table."""
+    table = baselines.pivot_table(index=["system", "size", "units"], columns="model", values="rollout_error")
+    lines = ["Baselines on the same test trajectories (no learnt dynamics): persistence keeps the observables at "
+             "their initial value, the mean course follows the mean relative course of the training trajectories. "
+             "A training set whose mean error is not below the mean course has no skill (points.csv: no_skill).", "",
+             "| system | size | units | persistence | mean course |", "|" + "---|" * 5]
+    for (system, size, units), row in table.iterrows():
+        lines.append(f"| {system} | {size} | {units} | {row['persistence']:.2e} | {row['mean course']:.2e} |")
+    return "\n".join(lines) + "\n"
+
+
 def _label(loss: str, subset: str) -> str:
     return f"{loss} {subset[0]} = {subset[1:]}"
 
 
-def plot_data_efficiency(points: pd.DataFrame, system: str, tolerance: float, path: Path) -> None:
+def plot_data_efficiency(points: pd.DataFrame, baselines: pd.DataFrame, system: str, tolerance: float, path: Path) -> None:
     """Rollout error (mean ± std over seeds) against force evaluations, one panel per size, one
-    curve per (loss, subset); a training set with a diverged model is drawn as ▲ on the top edge."""
-    points = points[points["system"] == system]
+    curve per (loss, subset), the size's baselines as black lines; a training set with a diverged
+    model is drawn as ▲ on the top edge."""
+    points, baselines = points[points["system"] == system], baselines[baselines["system"] == system]
     panels = sorted(points["size"].unique())
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
     finite = points["rollout_error_mean"][np.isfinite(points["rollout_error_mean"])]
@@ -147,6 +168,7 @@ def plot_data_efficiency(points: pd.DataFrame, system: str, tolerance: float, pa
                           yerr=curve["rollout_error_std"][good], color=f"C{number}", marker="o", ms=4, capsize=3,
                           label=_label(loss, subset))
             axis.scatter(curve["force_evaluations"][~good], np.full((~good).sum(), top), color=f"C{number}", marker="^")
+        draw_baselines(axis, baselines[baselines["size"] == size])
         finish_error_axis(axis, tolerance, f"{system}, {here['units'].iloc[0]} {here['force_unit'].iloc[0]}s", here["force_unit"].iloc[0])
     save_figure(figure, path)
 
@@ -184,22 +206,24 @@ def plot_scaling(reached: pd.DataFrame, ratio: pd.DataFrame, system: str, path: 
     save_figure(figure, path)
 
 
-def efficiency(metrics_paths: list[str], out: str, settings: dict) -> None:
+def efficiency(metrics_paths: list[str], baselines_paths: list[str], out: str, settings: dict) -> None:
     """Write the tables (points.csv, to_tolerance.csv, ratios.csv, to_tolerance.md) and the
     figures (data_efficiency_{system}.png; scaling_{system}.png where the grid has several
-    sizes) of the efficiency grid `settings` (the config's efficiency section) into `out`."""
+    sizes) of the efficiency grid `settings` (the config's efficiency section) into `out`;
+    `baselines_paths` are the baselines.json of every system and size, shown beside the curves."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tolerances = {system: grid.get("tolerance", settings["tolerance"]) for system, grid in settings["systems"].items()}
     points = summarise(load_runs(metrics_paths))
+    baselines = load_size_baselines(baselines_paths)
     reached = to_tolerance(points, tolerances)
     ratio = ratios(reached)
-    points.to_csv(out / "points.csv", index=False)
+    with_baselines(points, baselines, ["system", "size"], name="loss").to_csv(out / "points.csv", index=False)
     reached.to_csv(out / "to_tolerance.csv", index=False)
     ratio.to_csv(out / "ratios.csv", index=False)
-    (out / "to_tolerance.md").write_text(markdown(reached, ratio))
+    (out / "to_tolerance.md").write_text(markdown(reached, ratio) + "\n" + baselines_markdown(baselines))
     for system, grid in settings["systems"].items():
-        plot_data_efficiency(points, system, tolerances[system], out / f"data_efficiency_{system}.png")
+        plot_data_efficiency(points, baselines, system, tolerances[system], out / f"data_efficiency_{system}.png")
         if len(sizes(system, grid)) > 1:
             plot_scaling(reached, ratio, system, out / f"scaling_{system}.png")
     log.info("efficiency of %d runs written to %s", len(metrics_paths), out)

@@ -56,6 +56,17 @@ def run_of(path: str) -> Run:
     return Run(**{name: int(value) if name in ("size", "configurations", "seed") else value for name, value in fields.items()})
 
 
+BASELINES_PATH = re.compile(r"[a-z_]+/size(?P<size>\d+)/baselines\.json$")
+
+
+def size_of_baselines(path: str) -> int:
+    """The size whose baselines.json lies at `path` (results/efficiency/{system}/size{size}/)."""
+    match = BASELINES_PATH.search(str(path))
+    if not match:
+        raise ValueError(f"{path} is not the baselines.json of an efficiency size ({BASELINES_PATH.pattern})")
+    return int(match["size"])
+
+
 def sizes(system: str, grid: dict) -> list[int]:
     """The sizes measured: the grid's `sizes`, or the one size of its simulate section."""
     return grid.get("sizes") or [grid["simulate"][SIZE_KEY[system]]]

@@ -20,20 +20,12 @@ import torch  # noqa: E402
 from macroclosure.closure import encode_trajectories, load_closure  # noqa: E402
 from macroclosure.config import complete_section  # noqa: E402
 from macroclosure.dynamics import rk4_rollout  # noqa: E402
+from macroclosure.metric import relative_rollout_error  # noqa: E402
 from macroclosure.normalisation import PhysicalRate  # noqa: E402
 from macroclosure.runtime import log, torch_device  # noqa: E402
 from macroclosure.store import atomic_directory, open_store  # noqa: E402
 from macroclosure.systems import system_of  # noqa: E402
 from macroclosure.train import load_dynamics  # noqa: E402
-
-
-def relative_rollout_error(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per trajectory: sum_t |pred(t) - truth(t)| / sum_t |truth(t)| over [trajectory, time, m].
-
-    A rollout that left the finite numbers scores infinity.
-    """
-    error = np.linalg.norm(predicted - truth, axis=-1).sum(-1) / np.linalg.norm(truth, axis=-1).sum(-1)
-    return np.where(np.isfinite(error), error, np.inf)
 
 
 def rollout(model: torch.nn.Module, z0: np.ndarray, n_steps: int, dt: float, substeps: int, device: torch.device) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""Aggregation of every evaluated model into the summary table and the report figures."""
+"""Aggregation of every evaluated model into the summary table and the report figures.
+
+Beside the models stand the baselines of each system (`macroclosure.baselines`): a model whose
+mean rollout error is not below the mean-course baseline is marked as having no skill.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
+from macroclosure.baselines import BASELINES  # noqa: E402
 from macroclosure.history import read_history  # noqa: E402
 from macroclosure.runtime import log  # noqa: E402
 
@@ -20,6 +25,8 @@ GROUP = ["system", "model", "loss", "p"]
 ERROR_TOLERANCE = 3e-3  # METHOD.md's reference tolerance e_tol
 MODEL_STYLE = {"mlp": ("C0", "o"), "onsager": ("C1", "s"), "gfinn": ("C2", "D")}  # colour, marker
 DIVERGED_ERROR = 1.0  # a relative error above 1 is worse than predicting zero: the rollout left
+SKILL_BASELINE = "mean course"  # a model shows skill only with a mean error below this baseline's
+BASELINE_STYLE = dict(zip(BASELINES, (":", "-.")))  # line style of each baseline in the figures
 
 
 def finish_error_axis(axis, tolerance: float, title: str, force_unit: str) -> None:
@@ -29,6 +36,13 @@ def finish_error_axis(axis, tolerance: float, title: str, force_unit: str) -> No
              xlabel=f"force evaluations ({force_unit}s)", ylabel="relative rollout error")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=7)
+
+
+def draw_baselines(axis, baselines: pd.DataFrame) -> None:
+    """Each baseline's mean rollout error (rows of `load_baselines`) as a black horizontal line."""
+    for row in baselines.itertuples():
+        axis.axhline(row.rollout_error, color="k", ls=BASELINE_STYLE[row.model], lw=1,
+                     label=f"{row.model} = {row.rollout_error:.2g}")
 
 
 def save_figure(figure, path: Path) -> None:
@@ -46,6 +60,38 @@ def load_metrics(paths: list[str]) -> pd.DataFrame:
         for member, error in enumerate(metrics.pop("member_rollout_errors")):
             rows.append(metrics | {"member": member, "rollout_error": error})
     return pd.DataFrame(rows)
+
+
+def load_baselines(paths: list[str]) -> pd.DataFrame:
+    """One row per (baselines.json, baseline): system, units, force_unit, model (the baseline's
+    name) and rollout_error, its mean over the test trajectories."""
+    rows = []
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        for name, scores in record["baselines"].items():
+            rows.append({"system": record["system"], "units": record["units"], "force_unit": record["force_unit"],
+                         "model": name, "rollout_error": scores["rollout_error"]})
+    return pd.DataFrame(rows)
+
+
+def mark_skill(table: pd.DataFrame, baselines: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """`table` with `no_skill`: True where its rollout_error_mean is not below the mean-course
+    baseline with the same `keys` (system, or system and size). A mean that is NaN or infinite
+    (every model diverged) has no skill either."""
+    floor = baselines[baselines["model"] == SKILL_BASELINE].set_index(keys)["rollout_error"].rename("floor")
+    return table.assign(no_skill=~(table["rollout_error_mean"] < table.join(floor, on=keys)["floor"]))
+
+
+def with_baselines(table: pd.DataFrame, baselines: pd.DataFrame, keys: list[str], name: str = "model") -> pd.DataFrame:
+    """The models' `table` marked by `mark_skill`, and after each group of `keys` its baselines
+    as rows of their own: the baseline's name in the column `name`, its mean error, no force
+    evaluations, configurations or seeds, one model, nothing diverged, no_skill left empty."""
+    rows = baselines.assign(loss="", p=np.nan, configurations=0, force_evaluations=0, seeds=0, models=1, diverged=0,
+                            rollout_error_mean=baselines["rollout_error"], rollout_error_std=0.0)
+    rows[name] = baselines["model"]
+    marked = mark_skill(table, baselines, keys)
+    joined = pd.concat([marked, rows[rows.columns.intersection(marked.columns)]], ignore_index=True)
+    return joined.sort_values(keys, kind="stable", ignore_index=True)
 
 
 def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -75,24 +121,29 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
-    """The summary as a GitHub-flavoured Markdown table."""
+    """The summary (models and baselines, `with_baselines`) as a GitHub-flavoured Markdown table."""
     header = ("| system | model | loss | p | configurations | force evaluations "
-              "| rollout error (mean ± std over models) | seeds | models | diverged |")
-    lines = [header, "|" + "---|" * 10]
+              "| rollout error (mean ± std over models) | seeds | models | diverged | skill |")
+    lines = [header, "|" + "---|" * 11]
     for row in summary.itertuples():
+        if row.model in BASELINES:
+            lines.append(f"| {row.system} | {row.model} | | | | | {row.rollout_error_mean:.2e} | | | | baseline |")
+            continue
         lines.append(
             f"| {row.system} | {row.model} | {row.loss} | {row.p:g} | {row.configurations} | "
             f"{row.force_evaluations:.3g} {row.force_unit}s | {row.rollout_error_mean:.2e} ± {row.rollout_error_std:.1e} "
-            f"| {row.seeds} | {row.models} | {row.diverged} |"
+            f"| {row.seeds} | {row.models} | {row.diverged} | {'no skill' if row.no_skill else ''} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def plot_error_against_cost(metrics: pd.DataFrame, path: Path, tolerance: float = ERROR_TOLERANCE) -> None:
+def plot_error_against_cost(metrics: pd.DataFrame, baselines: pd.DataFrame, path: Path,
+                            tolerance: float = ERROR_TOLERANCE) -> None:
     """Rollout error against force evaluations, one panel per system.
 
     Small markers are trained models, large ones the mean ± std over those that did not diverge; a
-    diverged rollout is drawn as a triangle on the top edge. The dashed line is e_tol.
+    diverged rollout is drawn as a triangle on the top edge. The dashed line is e_tol, the black
+    lines the system's baselines.
     """
     systems = sorted(metrics["system"].unique())
     figure, axes = plt.subplots(1, len(systems), figsize=(6 * len(systems), 4.5), squeeze=False)
@@ -109,6 +160,7 @@ def plot_error_against_cost(metrics: pd.DataFrame, path: Path, tolerance: float 
             if good.any():
                 axis.errorbar(group["force_evaluations"].mean(), errors[good].mean(), yerr=errors[good].std(ddof=0),
                               marker=marker, color=colour, ms=8, capsize=3, label=f"{model} {loss} p={p:g}")
+        draw_baselines(axis, baselines[baselines["system"] == system])
         finish_error_axis(axis, tolerance, f"{system} (▲ = diverged rollout)", rows["force_unit"].iloc[0])
     save_figure(figure, path)
 
@@ -129,16 +181,18 @@ def plot_loss_curves(histories: list[str], path: Path) -> None:
     save_figure(figure, path)
 
 
-def report(metrics_paths: list[str], history_paths: list[str], out: str, config: dict) -> None:
+def report(metrics_paths: list[str], history_paths: list[str], baselines_paths: list[str], out: str, config: dict) -> None:
     """Write summary.csv, summary.md, the figures and config.yaml (the validated configuration,
-    defaults filled in, that produced them) into the folder `out`."""
+    defaults filled in, that produced them) into the folder `out`; the baselines of every system
+    (`baselines_paths`, baselines.json) stand beside the models in the table and the figure."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     metrics = load_metrics(metrics_paths)
-    summary = summarise(metrics)
+    baselines = load_baselines(baselines_paths)
+    summary = with_baselines(summarise(metrics), baselines, ["system"])
     summary.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(markdown_table(summary))
-    plot_error_against_cost(metrics, out / "error_vs_force_evaluations.png")
+    plot_error_against_cost(metrics, baselines, out / "error_vs_force_evaluations.png")
     plot_loss_curves(history_paths, out / "loss_curves.png")
     log.info("report of %d models written to %s", len(metrics), out)

@@ -25,7 +25,8 @@ from macroclosure.systems import dimensions
 
 MB = 2**20
 COPIES = 3  # input, working and output copies of the largest arrays a stage holds
-BASE_MB = {"simulate": 1000, "sample": 1000, "closure": 1500, "train": 1500, "evaluate": 1000}
+BASE_MB = {"simulate": 1000, "sample": 1000, "closure": 1500, "train": 1500, "evaluate": 1000,
+           "baselines": 1000}
 BASE_MINUTES = 10  # start-up, imports, compilation, store I/O
 JACOBIAN_BYTES = 256 * MB  # batch of encoder Jacobians in training (train.JACOBIAN_BYTES)
 # Throughputs a few times below what this 2-core CPU measured (benchmarks/results/, DESIGN.md)
@@ -108,6 +109,12 @@ def evaluate_load(size: Sizes, spec: dict) -> tuple[float, float]:
     return size.frames * size.dof * size.itemsize, encoding + rollouts
 
 
+def baselines_load(size: Sizes, spec: dict) -> tuple[float, float]:
+    """Bytes and seconds: one trajectory's states at a time; every saved state of both splits is read."""
+    count = sum(spec["simulate"]["trajectories"].values())
+    return size.frames * size.dof * size.itemsize, count * size.frames * size.dof / SAMPLE_RATE
+
+
 def estimate(stage: str, system: str, spec: dict, attempt: int = 1, split: str = "train", p: float = 1.0) -> Need:
     """Memory (MB) and runtime (minutes) for one job of `stage` on `system`.
 
@@ -121,6 +128,7 @@ def estimate(stage: str, system: str, spec: dict, attempt: int = 1, split: str =
         "closure": lambda: closure_load(size, spec),
         "train": lambda: train_load(size, spec, float(p)),
         "evaluate": lambda: evaluate_load(size, spec),
+        "baselines": lambda: baselines_load(size, spec),
     }
     if stage not in loads:
         raise ValueError(f"no resource estimate for stage '{stage}'; known: {', '.join(loads)}")

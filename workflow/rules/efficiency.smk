@@ -138,10 +138,27 @@ use rule evaluate as efficiency_evaluate with:
         gpu=GPUS,
 
 
+use rule baselines as efficiency_baselines with:
+    input:
+        train=f"{SIZE_FOLDER}/trajectories/train.zarr",
+        test=f"{SIZE_FOLDER}/trajectories/test.zarr",
+    output:
+        f"{EFFICIENCY_SIZE}/baselines.json",
+    log:
+        f"{EFFICIENCY_LOGS}/baselines.log",
+    benchmark:
+        f"{EFFICIENCY_BENCHMARKS}/baselines.tsv"
+    resources:
+        mem_mb=lambda wildcards, attempt: efficiency_need("baselines", wildcards, attempt).mem_mb,
+        runtime=lambda wildcards, attempt: efficiency_need("baselines", wildcards, attempt).runtime,
+
+
 rule efficiency_report:
     """Tables and figures of the efficiency grid: error against force evaluations, cost to e_tol."""
     input:
         metrics=[f"{EFFICIENCY}/{run.folder}/evaluation/{run.name}/metrics.json" for run in EFFICIENCY_RUNS],
+        baselines=[f"{EFFICIENCY}/{system}/size{size}/baselines.json" for system, grid in EFFICIENCY_GRIDS.items()
+                   for size in sizes(system, grid)],
     output:
         points=report(f"{EFFICIENCY}/points.csv", caption="../report/efficiency_points.rst", category="Efficiency"),
         reached=report(f"{EFFICIENCY}/to_tolerance.csv", caption="../report/efficiency_tolerance.rst", category="Efficiency"),
@@ -170,7 +187,7 @@ rule efficiency_report:
         mem_mb=2000,
         runtime=10,
     shell:
-        "macroclosure efficiency --metrics {input.metrics} --settings {params.settings:q} --out {params.folder} > {log} 2>&1"
+        "macroclosure efficiency --metrics {input.metrics} --baselines {input.baselines} --settings {params.settings:q} --out {params.folder} > {log} 2>&1"
 
 
 rule efficiency:

@@ -3,6 +3,7 @@ rule report:
     input:
         metrics=[f"{RESULTS}/{system}/evaluation/{run}/metrics.json" for system in SYSTEMS for run in run_names(system)],
         models=[f"{RESULTS}/{system}/dynamics/{run}" for system in SYSTEMS for run in run_names(system)],
+        baselines=[f"{RESULTS}/{system}/baselines.json" for system in SYSTEMS],
     output:
         csv=report(f"{RESULTS}/report/summary.csv", caption="../report/summary.rst", category="Summary"),
         markdown=f"{RESULTS}/report/summary.md",
@@ -24,5 +25,5 @@ rule report:
         mem_mb=2000,
         runtime=10,
     shell:
-        "macroclosure report --metrics {input.metrics} --histories {params.histories}"
+        "macroclosure report --metrics {input.metrics} --histories {params.histories} --baselines {input.baselines}"
         " --config {params.config:q} --out {params.folder} > {log} 2>&1"
