@@ -10,8 +10,9 @@ from macroclosure.efficiency_plan import forces_fraction, plan, sizes, stage_spe
 from macroclosure.resources import estimate
 
 # `--configfile other.yaml` replaces config.yaml instead of being merged into it, so a
-# config that lists fewer systems runs fewer systems.
-if not config:
+# config that lists fewer systems runs fewer systems; `--config key=value` without it is
+# laid over config.yaml.
+if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
 

@@ -34,9 +34,12 @@ TINY = {
 }
 
 
-def snakemake(workdir: Path, *arguments: str, configfile: str = "config.yaml") -> subprocess.CompletedProcess:
-    command = [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
-               "--configfile", str(workdir / configfile), "--cores", "2", *arguments]
+def snakemake(workdir: Path, *arguments: str, configfile: str | None = "config.yaml") -> subprocess.CompletedProcess:
+    """Snakemake on `workdir` with `--configfile workdir/configfile` (none where it is None: the
+    workflow then reads config.yaml from `workdir` itself)."""
+    configfiles = ["--configfile", str(workdir / configfile)] if configfile else []
+    command = [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *configfiles,
+               "--cores", "2", *arguments]
     return subprocess.run(command, capture_output=True, text=True, cwd=workdir)
 
 
@@ -105,6 +108,23 @@ def test_simulation_change_reruns_everything_downstream(pipeline):
     jobs = planned_jobs(pipeline, changed)
     assert jobs == {"simulate": 2, "sample": 2, "closure": 1, "train": 6, "evaluate": 6, "baselines": 1, "report": 1,
                     "all": 1}
+
+
+def test_config_on_the_command_line_is_laid_over_config_yaml(tmp_path):
+    write_config(tmp_path, TINY)
+    result = snakemake(tmp_path, "-n", "--config", "results=elsewhere", configfile=None)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "elsewhere/predator_prey/trajectories/train.zarr" in result.stdout
+    assert not re.search(r"(^|[\s,])results/", result.stdout)  # every output moved, the rest of config.yaml kept
+
+
+def test_a_configfile_replaces_config_yaml(tmp_path):
+    write_config(tmp_path, TINY)
+    write_config(tmp_path, {"device": "cpu", "systems": {"allen_cahn": {"sample": {"configurations": 1000}}}}, "other.yaml")
+    result = snakemake(tmp_path, "-n", configfile="other.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "results/allen_cahn/trajectories/train.zarr" in result.stdout
+    assert "predator_prey" not in result.stdout  # config.yaml's system is not merged in
 
 
 def test_html_report_bundles_the_results_and_the_config(pipeline):
