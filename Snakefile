@@ -5,8 +5,9 @@ import os
 import sys
 from pathlib import Path
 
-from macroclosure.config import format_fraction, training_runs, validate
+from macroclosure.config import validate
 from macroclosure.efficiency_plan import forces_fraction, plan, sizes, stage_spec
+from macroclosure.planning import job_settings, run_names, with_configurations
 from macroclosure.resources import estimate
 
 # `--configfile other.yaml` replaces config.yaml instead of being merged into it, so a
@@ -36,28 +37,32 @@ wildcard_constraints:
     seed=r"\d+",
     model="[a-z]+",
     loss="L_[a-z]+",
+    configurations=r"\d+",
 
 
-def section(system, stage):
-    """One stage's settings as JSON: a rule reruns only when its own section changes."""
-    return json.dumps(config["systems"][system][stage], sort_keys=True)
-
-
-def run_names(system):
-    """model_loss_pP_seedS of every latent model the system trains."""
-    spec = config["systems"][system]
-    return [
-        f"{model}_{loss}_p{format_fraction(p)}_seed{seed}"
-        for model in spec["train"]["models"]
-        for loss, p in training_runs(spec)
-        for seed in spec["seeds"]
-    ]
+def section(wildcards, stage):
+    """The settings one job of `stage` uses, as JSON: a job reruns only when they change."""
+    return json.dumps(job_settings(config["systems"][wildcards.system], stage, wildcards), sort_keys=True)
 
 
 def need(stage, wildcards, attempt):
-    """Memory and runtime of one job of `stage`, estimated from its system's config sizes."""
-    spec = config["systems"][wildcards.system]
+    """Memory and runtime of one job of `stage`, estimated from its system's config sizes
+    (and its own configuration count, where it has one)."""
+    spec = with_configurations(config["systems"][wildcards.system], wildcards.get("configurations"))
     return estimate(stage, wildcards.system, spec, attempt, wildcards.get("split", "train"), wildcards.get("p", 1.0))
+
+
+def rollout_labels(wildcards):
+    """A run's labels in the HTML report, its training-set size among them (the report shows
+    one figure per distinct set of labels, and equal-budget runs differ from others only there)."""
+    configurations = wildcards.get("configurations") or config["systems"][wildcards.system]["sample"]["configurations"]
+    return {"model": wildcards.model, "loss": wildcards.loss, "p": wildcards.p, "configurations": str(configurations),
+            "seed": wildcards.seed}
+
+
+def rollout_figure(path):
+    """A run's rollout figure in the HTML report (shown per system, labelled by `rollout_labels`)."""
+    return report(path, caption="../report/rollout.rst", category="Rollouts", subcategory="{system}", labels=rollout_labels)
 
 
 include: "workflow/rules/simulate.smk"
@@ -65,6 +70,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/closure.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/budget.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/efficiency.smk"

@@ -114,6 +114,7 @@ def test_smallest_fraction_sampling_one_unit_is_allowed(config):
 
 
 def test_more_configurations_than_saved_states_are_refused(config):
+    change(config, "sample", "equal_budget", value=False)  # a fifth of 6 configurations is too few to train on
     change(config, "simulate", "trajectories", value={"train": 2, "test": 1})
     change(config, "simulate", "steps", value=20)
     change(config, "sample", "configurations", value=7)  # 2 trajectories x 3 saved states
@@ -125,6 +126,18 @@ def test_more_configurations_than_saved_states_are_refused(config):
 def test_partial_loss_without_a_partial_fraction_is_refused(config):
     change(config, "sample", "fractions", value=[1.0])
     refused(config, r"systems\.predator_prey\.train\.losses", r"L_xp needs a fraction p < 1")
+
+
+def test_equal_budget_is_a_boolean(config):
+    change(config, "sample", "equal_budget", value="yes")
+    refused(config, r"config key 'systems\.predator_prey\.sample\.equal_budget'", r"'yes' is not of type 'boolean'")
+
+
+def test_an_equal_budget_too_small_to_train_is_refused_naming_the_key(config):
+    change(config, "sample", "configurations", value=7)  # p = 0.2: full forces on round(1.4) = 1 configuration
+    refused(config, r"systems\.predator_prey\.sample\.equal_budget'", r"p = 0\.2 on 7 configurations trains on 1")
+    change(config, "sample", "equal_budget", value=False)
+    validate(config)
 
 
 def test_every_problem_is_reported_at_once(config):

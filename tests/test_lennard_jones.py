@@ -342,7 +342,7 @@ TINY_PIPELINE = {
         "lennard_jones": {
             "seeds": [0],
             "simulate": {"atoms": 256, "steps": 20, "save_every": 5, "minimise_steps": 50, "trajectories": {"train": 2, "test": 1}},
-            "sample": {"fractions": [0.0625, 1.0], "configurations": 8, "batch_size": 4},
+            "sample": {"fractions": [0.0625, 1.0], "configurations": 8, "batch_size": 4, "equal_budget": False},  # 0.5 configurations
             "closure": {"latent_dim": 3, "epochs": 1, "hidden": [8], "condition_rows": "closure"},
             "train": {"models": ["mlp", "onsager"], "losses": ["L_z", "L_xp"], "epochs": 2, "mlp": {"hidden": [8]}, "onsager": {"hidden": 8}},
         }

@@ -15,6 +15,7 @@ import yaml
 
 from macroclosure.cli import main
 from macroclosure.config import validate
+from macroclosure.planning import with_configurations
 from macroclosure.resources import estimate
 from macroclosure.runtime import jax_device, torch_device
 
@@ -22,6 +23,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 PROFILES = REPOSITORY / "workflow/profiles"
 BIN = Path(sys.executable).parent
 GPU_STAGES = {"simulate", "sample", "closure", "train", "evaluate"}
+GPU_RULES = GPU_STAGES | {"sample_budget", "train_budget", "evaluate_budget"}  # and L_z at equal budget
 TINY = {
     "systems": {
         "predator_prey": {
@@ -34,9 +36,9 @@ TINY = {
 }
 
 
-def dry_run(tmp_path: Path, profile: str, device: str) -> list[tuple[str, dict[str, str]]]:
-    """(rule, resources) of every job `snakemake --profile <profile> -n` plans for TINY on `device`."""
-    config = copy.deepcopy(TINY) | {"device": device}
+def dry_run(tmp_path: Path, profile: str, device: str, config: dict = TINY) -> list[tuple[str, dict[str, str]]]:
+    """(rule, resources) of every job `snakemake --profile <profile> -n` plans for `config` on `device`."""
+    config = copy.deepcopy(config) | {"device": device}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     command = [str(BIN / "snakemake"), "--snakefile", str(REPOSITORY / "Snakefile"), "--directory", str(tmp_path),
                "--configfile", str(tmp_path / "config.yaml"), "--profile", str(PROFILES / profile), "-n"]
@@ -56,12 +58,12 @@ def slurm_plan(tmp_path_factory) -> list[tuple[str, dict[str, str]]]:
 
 
 def test_slurm_dry_run_plans_every_stage(slurm_plan):
-    assert {rule for rule, _ in slurm_plan} == GPU_STAGES | {"baselines", "report", "all"}
+    assert {rule for rule, _ in slurm_plan} == GPU_RULES | {"baselines", "report", "all"}
 
 
 def test_slurm_dry_run_asks_for_a_gpu_on_the_computing_stages_only(slurm_plan):
     for rule, resources in slurm_plan:
-        assert (resources.get("gpu") == "1") == (rule in GPU_STAGES), (rule, resources)
+        assert (resources.get("gpu") == "1") == (rule in GPU_RULES), (rule, resources)
 
 
 def test_slurm_jobs_carry_the_account_and_partition_of_the_profile(slurm_plan):
@@ -74,6 +76,17 @@ def test_slurm_jobs_ask_for_the_estimated_memory_and_runtime(slurm_plan):
     simulate = [resources for rule, resources in slurm_plan if rule == "simulate"]
     need = estimate("simulate", "predator_prey", spec, split="train")
     assert {(r["mem_mb"], r["runtime"]) for r in simulate} == {(str(need.mem_mb), str(need.runtime))}
+
+
+def test_equal_budget_training_asks_for_the_time_of_its_own_configuration_count(tmp_path):
+    config = copy.deepcopy(TINY)
+    config["systems"]["predator_prey"]["train"]["epochs"] = 100_000  # 40 configurations: minutes of training
+    spec = validate(copy.deepcopy(config))["systems"]["predator_prey"]
+    runtimes = {(rule, resources["runtime"]) for rule, resources in dry_run(tmp_path, "slurm", "auto", config)
+                if rule.startswith("train")}
+    budget = estimate("train", "predator_prey", with_configurations(spec, round(0.2 * 40))).runtime
+    assert runtimes == {("train", str(estimate("train", "predator_prey", spec).runtime)), ("train_budget", str(budget))}
+    assert budget < estimate("train", "predator_prey", spec).runtime
 
 
 def test_account_and_partition_are_set_in_one_place():
@@ -90,7 +103,7 @@ def test_local_profile_plans_with_two_cores_and_stops_at_the_first_failure(tmp_p
     profile = yaml.safe_load((PROFILES / "default/profile.yaml").read_text())
     assert profile["cores"] == 2 and profile["keep-going"] is False
     assert {"params", "input", "code"} <= set(profile["rerun-triggers"])
-    assert {rule for rule, _ in dry_run(tmp_path, "default", "cpu")} == GPU_STAGES | {"baselines", "report", "all"}
+    assert {rule for rule, _ in dry_run(tmp_path, "default", "cpu")} == GPU_RULES | {"baselines", "report", "all"}
 
 
 def test_every_rule_that_runs_a_command_names_a_conda_environment():

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -76,7 +77,7 @@ def test_pipeline_produces_every_output(pipeline):
     assert (results / "predator_prey/forces/p0.2/seed0.zarr").is_dir()
     assert (results / "predator_prey/forces/p1/seed0.zarr").is_dir()
     summary = (results / "report/summary.csv").read_text().splitlines()
-    assert len(summary) == 1 + 2 * 3 + 2  # header + (mlp, onsager) x (L_z, L_x, L_xp at p 0.2) + 2 baselines
+    assert len(summary) == 1 + 2 * 4 + 2  # header + (mlp, onsager) x (L_z, L_x, L_xp at p 0.2, L_z at its budget) + 2 baselines
     assert [line.split(",")[1] for line in summary[-2:]] == ["persistence", "mean course"]
     assert summary[0].endswith(",no_skill")
     assert (results / "predator_prey/baselines.json").is_file()
@@ -88,6 +89,7 @@ def test_pipeline_produces_every_output(pipeline):
     assert [len(errors) for errors in metrics["rollout_error_per_trajectory"]] == [2, 2]  # test trajectories
     assert (results / "predator_prey/evaluation/onsager_L_xp_p0.2_seed0/rollout.png").is_file()
     assert "| predator_prey | onsager | L_xp | 0.2 |" in (results / "report/summary.md").read_text()
+    assert (results / "predator_prey/evaluation/mlp_L_z_p1_c12_seed0/rollout.png").is_file()
     assert (results / "benchmarks/predator_prey/simulate_train.tsv").is_file()
     assert (results / "logs/predator_prey/train_mlp_L_z_p1_seed0.log").is_file()
 
@@ -99,15 +101,72 @@ def test_complete_run_leaves_nothing_to_do(pipeline):
 def test_training_change_reruns_training_evaluation_and_report_only(pipeline):
     changed = json.loads(json.dumps(TINY))
     changed["systems"]["predator_prey"]["train"]["epochs"] = 4
-    assert planned_jobs(pipeline, changed) == {"train": 6, "evaluate": 6, "report": 1, "all": 1}
+    assert planned_jobs(pipeline, changed) == {"train": 6, "train_budget": 2, "evaluate": 6, "evaluate_budget": 2,
+                                               "report": 1, "all": 1}
 
 
 def test_simulation_change_reruns_everything_downstream(pipeline):
     changed = json.loads(json.dumps(TINY))
     changed["systems"]["predator_prey"]["simulate"]["dt"] = 0.005
     jobs = planned_jobs(pipeline, changed)
-    assert jobs == {"simulate": 2, "sample": 2, "closure": 1, "train": 6, "evaluate": 6, "baselines": 1, "report": 1,
-                    "all": 1}
+    assert jobs == {"simulate": 2, "sample": 2, "sample_budget": 1, "closure": 1, "train": 6, "train_budget": 2,
+                    "evaluate": 6, "evaluate_budget": 2, "baselines": 1, "report": 1, "all": 1}
+
+
+def changed_tiny(change) -> dict:
+    """TINY with `change` applied to its predator_prey section."""
+    changed = json.loads(json.dumps(TINY))
+    change(changed["systems"]["predator_prey"])
+    return changed
+
+
+# Each job receives only the settings it uses, so a change plans only the jobs it concerns.
+@pytest.mark.parametrize(
+    "change, jobs",
+    [
+        pytest.param(lambda s: s["train"].update(models=["mlp", "onsager", "gfinn"]),
+                     {"train": 3, "train_budget": 1, "evaluate": 3, "evaluate_budget": 1}, id="model"),
+        pytest.param(lambda s: s["sample"].update(fractions=[0.2, 0.5, 1.0]),
+                     {"sample": 1, "sample_budget": 1, "train": 2, "train_budget": 2, "evaluate": 2, "evaluate_budget": 2},
+                     id="fraction"),
+        pytest.param(lambda s: s.update(seeds=[0, 1]),
+                     {"sample": 2, "sample_budget": 1, "train": 6, "train_budget": 2, "evaluate": 6, "evaluate_budget": 2},
+                     id="seed"),
+        pytest.param(lambda s: s["train"]["onsager"].update(hidden=12),
+                     {"train": 3, "train_budget": 1, "evaluate": 3, "evaluate_budget": 1}, id="model-settings"),
+        pytest.param(lambda s: s["sample"].update(equal_budget=False), {}, id="no-budget"),
+    ],
+)
+def test_a_change_plans_only_the_jobs_it_concerns_and_the_report(pipeline, change, jobs):
+    assert planned_jobs(pipeline, changed_tiny(change)) == jobs | {"report": 1, "all": 1}
+
+
+def test_a_new_fraction_samples_its_own_store_and_full_forces_on_its_budget(pipeline):
+    changed = changed_tiny(lambda s: s["sample"].update(fractions=[0.2, 0.5, 1.0]))
+    write_config(pipeline, changed, "changed.yaml")
+    planned = snakemake(pipeline, "-n", configfile="changed.yaml").stdout
+    for path in ("forces/p0.5/seed0.zarr", "forces/p1/c30_seed0.zarr", "dynamics/onsager_L_xp_p0.5_seed0",
+                 "dynamics/mlp_L_z_p1_c30_seed0"):
+        assert f"results/predator_prey/{path}" in planned, path
+
+
+def test_the_budget_store_holds_full_forces_on_p_times_the_configurations(pipeline):
+    forces = open_store(pipeline / "results/predator_prey/forces/p1/c12_seed0.zarr", "forces")
+    assert (forces.attrs["p"], forces.attrs["configurations"]) == (1.0, round(0.2 * 60))
+    assert forces.attrs["force_evaluations"] == 12 * 20  # as many as L_xp at p = 0.2 on 60 configurations
+    summary = pd.read_csv(pipeline / "results/report/summary.csv").set_index(["model", "loss", "configurations"])
+    assert summary.loc[("mlp", "L_z", 12), "force_evaluations"] == summary.loc[("mlp", "L_xp", 60), "force_evaluations"]
+    markdown = (pipeline / "results/report/summary.md").read_text()
+    assert "| predator_prey | mlp | L_z | 1 | 12 | 240 coordinates |" in markdown
+    for model in ("mlp", "onsager"):
+        assert re.search(rf"- predator_prey, {model}: at 240 coordinates, (L_xp|L_z|neither) wins", markdown), model
+
+
+def test_train_and_sample_record_only_the_settings_they_used(pipeline):
+    records = provenance_records(pipeline / "results")
+    assert set(records["dynamics"]["settings"]).isdisjoint({"models", "losses", "onsager", "gfinn"})
+    assert records["dynamics"]["settings"]["mlp"]["hidden"] == [16]
+    assert set(records["forces"]["settings"]) == {"configurations", "batch_size", "draw"}
 
 
 def test_config_on_the_command_line_is_laid_over_config_yaml(tmp_path):

@@ -106,6 +106,7 @@ def merged(base: dict, changes: dict) -> dict:
 def check_semantics(config: dict) -> None:
     """Checks the schema cannot express: sizes that depend on the system and each other."""
     from macroclosure.efficiency_plan import problems as efficiency_problems
+    from macroclosure.planning import budget_problems
     from macroclosure.systems import dimensions, setting_problems
 
     problems = []
@@ -139,6 +140,7 @@ def check_semantics(config: dict) -> None:
                 f"config key '{prefix}.train.losses': L_xp needs a fraction p < 1 in "
                 f"'{prefix}.sample.fractions'"
             )
+        problems += budget_problems(system, prefix)
     problems += efficiency_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

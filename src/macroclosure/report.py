@@ -19,9 +19,10 @@ import yaml  # noqa: E402
 
 from macroclosure.baselines import BASELINES  # noqa: E402
 from macroclosure.history import read_history  # noqa: E402
+from macroclosure.planning import BUDGET_LOSS, budget_configurations  # noqa: E402
 from macroclosure.runtime import log  # noqa: E402
 
-GROUP = ["system", "model", "loss", "p"]
+GROUP = ["system", "model", "loss", "p", "configurations"]  # an equal-budget L_z run is its own row
 ERROR_TOLERANCE = 3e-3  # METHOD.md's reference tolerance e_tol
 MODEL_STYLE = {"mlp": ("C0", "o"), "onsager": ("C1", "s"), "gfinn": ("C2", "D")}  # colour, marker
 DIVERGED_ERROR = 1.0  # a relative error above 1 is worse than predicting zero: the rollout left
@@ -96,7 +97,7 @@ def with_baselines(table: pd.DataFrame, baselines: pd.DataFrame, keys: list[str]
 
 def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
     """Rollout error over trained models (seeds x ensemble members), beside the force cost,
-    per (system, model, loss, p).
+    per (system, model, loss, p, configurations).
 
     Mean and std are over the models whose rollout stayed near the truth; `diverged` counts
     the models with an error above DIVERGED_ERROR (or non-finite), so one blown-up rollout is
@@ -108,7 +109,6 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
         seeds=("seed", "nunique"),
         models=("seed", "count"),
         diverged=("diverged", "sum"),
-        configurations=("configurations", "mean"),
         force_evaluations=("force_evaluations", "mean"),
         force_unit=("force_unit", "first"),
         rollout_error_mean=("finite_error", "mean"),
@@ -117,7 +117,36 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
         train_wall_seconds=("train_wall_seconds", "mean"),
     ).reset_index()
     summary["rollout_error_std"] = summary["rollout_error_std"].fillna(0.0)
-    return summary.astype({"configurations": int, "force_evaluations": int, "diverged": int, "models": int})
+    return summary.astype({"force_evaluations": int, "diverged": int, "models": int})
+
+
+def equal_budget(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per (system, model, L_x,p row): L_x,p beside L_z on the same force budget, full forces on
+    `planning.budget_configurations` configurations (columns of L_z end in `_z`), and
+    `equal_budget_winner`: the loss of lower mean error (a diverged one loses), or `neither`."""
+    partial = summary[summary["loss"] == "L_xp"]
+    partial = partial.assign(budget=[budget_configurations(p, count) for p, count in zip(partial["p"], partial["configurations"])])
+    full = summary[(summary["loss"] == BUDGET_LOSS) & (summary["p"] == 1)]
+    pairs = partial.merge(full[["system", "model", "configurations", "force_evaluations", "rollout_error_mean"]],
+                          left_on=["system", "model", "budget"], right_on=["system", "model", "configurations"],
+                          suffixes=("", "_z"))
+    partial_error, full_error = (pairs[column].fillna(np.inf) for column in ("rollout_error_mean", "rollout_error_mean_z"))
+    winner = np.where(partial_error < full_error, "L_xp", np.where(full_error < partial_error, BUDGET_LOSS, "neither"))
+    return pairs.assign(equal_budget_winner=winner)
+
+
+def budget_sentences(summary: pd.DataFrame) -> str:
+    """One Markdown line per `equal_budget` pair: which loss wins on the same force evaluations."""
+    lines = [
+        f"- {row.system}, {row.model}: at {row.force_evaluations:.3g} {row.force_unit}s, {row.equal_budget_winner} wins: "
+        f"L_xp at p = {row.p:g} on {row.configurations} configurations {row.rollout_error_mean:.2e}, "
+        f"L_z on {row.configurations_z} configurations ({row.force_evaluations_z:.3g} {row.force_unit}s) "
+        f"{row.rollout_error_mean_z:.2e}"
+        for row in equal_budget(summary).itertuples()
+    ]
+    if not lines:
+        return ""
+    return "\nEqual force budget (mean rollout error; L_z with full forces on round(p × configurations)):\n\n" + "\n".join(lines) + "\n"
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
@@ -141,8 +170,9 @@ def plot_error_against_cost(metrics: pd.DataFrame, baselines: pd.DataFrame, path
                             tolerance: float = ERROR_TOLERANCE) -> None:
     """Rollout error against force evaluations, one panel per system.
 
-    Small markers are trained models, large ones the mean ± std over those that did not diverge; a
-    diverged rollout is drawn as a triangle on the top edge. The dashed line is e_tol, the black
+    One colour per (model, loss, p, training-set size n): small markers are trained models, large
+    ones the mean ± std over those that did not diverge; a diverged rollout is drawn as a triangle
+    on the top edge. The dashed line is e_tol, the black
     lines the system's baselines.
     """
     systems = sorted(metrics["system"].unique())
@@ -151,7 +181,7 @@ def plot_error_against_cost(metrics: pd.DataFrame, baselines: pd.DataFrame, path
         rows = metrics[metrics["system"] == system]
         kept = rows["rollout_error"][rows["rollout_error"] <= DIVERGED_ERROR]
         top = 3 * kept.max() if len(kept) else DIVERGED_ERROR
-        for number, ((model, loss, p), group) in enumerate(rows.groupby(["model", "loss", "p"])):
+        for number, ((model, loss, p, count), group) in enumerate(rows.groupby(["model", "loss", "p", "configurations"])):
             colour, marker = f"C{number}", MODEL_STYLE[model][1]
             errors = group["rollout_error"]
             good = errors <= DIVERGED_ERROR
@@ -159,7 +189,7 @@ def plot_error_against_cost(metrics: pd.DataFrame, baselines: pd.DataFrame, path
             axis.scatter(group["force_evaluations"][~good], np.full((~good).sum(), top), marker="^", color=colour, s=40)
             if good.any():
                 axis.errorbar(group["force_evaluations"].mean(), errors[good].mean(), yerr=errors[good].std(ddof=0),
-                              marker=marker, color=colour, ms=8, capsize=3, label=f"{model} {loss} p={p:g}")
+                              marker=marker, color=colour, ms=8, capsize=3, label=f"{model} {loss} p={p:g} n={count}")
         draw_baselines(axis, baselines[baselines["system"] == system])
         finish_error_axis(axis, tolerance, f"{system} (▲ = diverged rollout)", rows["force_unit"].iloc[0])
     save_figure(figure, path)
@@ -192,7 +222,7 @@ def report(metrics_paths: list[str], history_paths: list[str], baselines_paths: 
     baselines = load_baselines(baselines_paths)
     summary = with_baselines(summarise(metrics), baselines, ["system"])
     summary.to_csv(out / "summary.csv", index=False)
-    (out / "summary.md").write_text(markdown_table(summary))
+    (out / "summary.md").write_text(markdown_table(summary) + budget_sentences(summary))
     plot_error_against_cost(metrics, baselines, out / "error_vs_force_evaluations.png")
     plot_loss_curves(history_paths, out / "loss_curves.png")
     log.info("report of %d models written to %s", len(metrics), out)

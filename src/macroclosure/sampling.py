@@ -20,6 +20,7 @@ import xarray as xr
 from tqdm import tqdm
 
 from macroclosure.config import complete_section
+from macroclosure.planning import sample_settings
 from macroclosure.runtime import jax_device, log, provenance
 from macroclosure.store import open_store, read_states, write_store
 from macroclosure.systems import system_of
@@ -141,7 +142,7 @@ def sample(trajectories: str, out: str, p: float, seed: int, settings: dict, dev
             "force_evaluations": count * k,
             "wall_seconds": wall,
             "trajectories_digest": json.loads(ds.attrs["provenance"])["config_digest"],
-            "provenance": json.dumps(provenance(settings, seed, device), sort_keys=True),
+            "provenance": json.dumps(provenance(sample_settings(settings), seed, device), sort_keys=True),
         },
     )
     write_store(result, out, "forces")

@@ -21,6 +21,7 @@ from macroclosure.ensemble import Stacked, build_members, member_seed
 from macroclosure.history import write_history
 from macroclosure.losses import latent_loss, micro_loss_from_moments, micro_moments
 from macroclosure.normalisation import Normalisation
+from macroclosure.planning import train_settings
 from macroclosure.runtime import log, provenance, torch_device
 from macroclosure.store import StoreError, atomic_directory, open_store, read, read_states
 
@@ -172,7 +173,7 @@ def train(trajectories: str, forces: str, closure: str, out: str, model_name: st
         "prepare_wall_seconds": prepare_seconds,
         "train_wall_seconds": train_seconds,
         "best_validation_loss": min(row["validation_loss"] for row in history),
-        "provenance": provenance(settings, seed, str(torch_used)),
+        "provenance": provenance(train_settings(settings, model_name), seed, str(torch_used)),
     }
     with atomic_directory(out) as temporary:
         temporary.mkdir()

@@ -5,7 +5,7 @@ rule closure:
     output:
         directory(f"{RESULTS}/{{system}}/closure"),
     params:
-        settings=lambda wildcards: section(wildcards.system, "closure"),
+        settings=lambda wildcards: section(wildcards, "closure"),
         device=config["device"],
     log:
         f"{RESULTS}/logs/{{system}}/closure.log",

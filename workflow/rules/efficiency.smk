@@ -22,8 +22,8 @@ def efficiency_spec(wildcards) -> dict:
 
 
 def efficiency_section(wildcards, stage) -> str:
-    """One stage's settings of an efficiency job as JSON (a rule reruns when they change)."""
-    return json.dumps(efficiency_spec(wildcards)[stage], sort_keys=True)
+    """The settings an efficiency job of `stage` uses, as JSON (a job reruns when they change)."""
+    return json.dumps(job_settings(efficiency_spec(wildcards), stage, wildcards), sort_keys=True)
 
 
 def efficiency_fraction(wildcards) -> str:

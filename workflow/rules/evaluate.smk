@@ -6,15 +6,9 @@ rule evaluate:
         trajectories=f"{RESULTS}/{{system}}/trajectories/test.zarr",
     output:
         metrics=f"{RESULTS}/{{system}}/evaluation/{{model}}_{{loss}}_p{{p}}_seed{{seed}}/metrics.json",
-        rollout=report(
-            f"{RESULTS}/{{system}}/evaluation/{{model}}_{{loss}}_p{{p}}_seed{{seed}}/rollout.png",
-            caption="../report/rollout.rst",
-            category="Rollouts",
-            subcategory="{system}",
-            labels={"model": "{model}", "loss": "{loss}", "p": "{p}", "seed": "{seed}"},
-        ),
+        rollout=rollout_figure(f"{RESULTS}/{{system}}/evaluation/{{model}}_{{loss}}_p{{p}}_seed{{seed}}/rollout.png"),
     params:
-        settings=lambda wildcards: section(wildcards.system, "evaluate"),
+        settings=lambda wildcards: section(wildcards, "evaluate"),
         folder=lambda wildcards, output: os.path.dirname(output.metrics),
         device=config["device"],
     log:

@@ -1,8 +1,9 @@
 rule report:
     """Summary table (CSV, Markdown) and figures over every evaluated model."""
     input:
-        metrics=[f"{RESULTS}/{system}/evaluation/{run}/metrics.json" for system in SYSTEMS for run in run_names(system)],
-        models=[f"{RESULTS}/{system}/dynamics/{run}" for system in SYSTEMS for run in run_names(system)],
+        metrics=[f"{RESULTS}/{system}/evaluation/{run}/metrics.json" for system in SYSTEMS
+                 for run in run_names(config["systems"][system])],
+        models=[f"{RESULTS}/{system}/dynamics/{run}" for system in SYSTEMS for run in run_names(config["systems"][system])],
         baselines=[f"{RESULTS}/{system}/baselines.json" for system in SYSTEMS],
     output:
         csv=report(f"{RESULTS}/report/summary.csv", caption="../report/summary.rst", category="Summary"),

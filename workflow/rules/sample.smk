@@ -5,7 +5,7 @@ rule sample:
     output:
         directory(f"{RESULTS}/{{system}}/forces/p{{p}}/seed{{seed}}.zarr"),
     params:
-        settings=lambda wildcards: section(wildcards.system, "sample"),
+        settings=lambda wildcards: section(wildcards, "sample"),
         device=config["device"],
     log:
         f"{RESULTS}/logs/{{system}}/sample_p{{p}}_seed{{seed}}.log",

@@ -3,7 +3,7 @@ rule simulate:
     output:
         directory(f"{RESULTS}/{{system}}/trajectories/{{split}}.zarr"),
     params:
-        settings=lambda wildcards: section(wildcards.system, "simulate"),
+        settings=lambda wildcards: section(wildcards, "simulate"),
         device=config["device"],
     log:
         f"{RESULTS}/logs/{{system}}/simulate_{{split}}.log",

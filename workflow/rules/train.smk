@@ -7,7 +7,7 @@ rule train:
     output:
         directory(f"{RESULTS}/{{system}}/dynamics/{{model}}_{{loss}}_p{{p}}_seed{{seed}}"),
     params:
-        settings=lambda wildcards: section(wildcards.system, "train"),
+        settings=lambda wildcards: section(wildcards, "train"),
         device=config["device"],
     log:
         f"{RESULTS}/logs/{{system}}/train_{{model}}_{{loss}}_p{{p}}_seed{{seed}}.log",
