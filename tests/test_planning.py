@@ -71,3 +71,20 @@ def test_equal_budget_runs_are_lz_on_p_times_the_configurations_for_every_partia
 def test_no_equal_budget_runs_where_switched_off_or_without_both_losses(sections):
     spec = spec_of(**sections)
     assert budget_runs(spec) == [] and not any("_c" in name for name in run_names(spec))
+
+
+def test_the_report_names_the_lower_error_at_equal_budget_and_a_diverged_run_loses():
+    import numpy as np
+    import pandas as pd
+
+    from macroclosure.report import equal_budget
+
+    summary = pd.DataFrame({
+        "system": ["pp"] * 5, "model": ["mlp", "mlp", "mlp", "onsager", "onsager"],
+        "loss": ["L_xp", "L_z", "L_z", "L_xp", "L_z"], "p": [0.2, 1.0, 1.0, 0.2, 1.0],
+        "configurations": [60, 12, 60, 60, 12], "force_evaluations": [240, 240, 1200, 240, 240],
+        "rollout_error_mean": [1e-2, 2e-2, 5e-3, np.nan, 3e-2],
+    })
+    pairs = equal_budget(summary).set_index("model")
+    assert pairs.loc["mlp", "configurations_z"] == 12 and pairs.loc["mlp", "equal_budget_winner"] == "L_xp"
+    assert pairs.loc["onsager", "equal_budget_winner"] == "L_z"  # every L_xp model diverged

@@ -138,10 +138,10 @@ def equal_budget(summary: pd.DataFrame) -> pd.DataFrame:
 def budget_sentences(summary: pd.DataFrame) -> str:
     """One Markdown line per `equal_budget` pair: which loss wins on the same force evaluations."""
     lines = [
-        f"- {row.system}, {row.model}: at {row.force_evaluations:.3g} {row.force_unit}s, {row.equal_budget_winner} wins: "
-        f"L_xp at p = {row.p:g} on {row.configurations} configurations {row.rollout_error_mean:.2e}, "
-        f"L_z on {row.configurations_z} configurations ({row.force_evaluations_z:.3g} {row.force_unit}s) "
-        f"{row.rollout_error_mean_z:.2e}"
+        f"- {row.system}, {row.model}: at {row.force_evaluations:.3g} {row.force_unit}s, {row.equal_budget_winner} wins "
+        f"(L_xp at p = {row.p:g} on {row.configurations} configurations: {row.rollout_error_mean:.2e}; "
+        f"L_z on {row.configurations_z} configurations, {row.force_evaluations_z:.3g} {row.force_unit}s: "
+        f"{row.rollout_error_mean_z:.2e})"
         for row in equal_budget(summary).itertuples()
     ]
     if not lines:
