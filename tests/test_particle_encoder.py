@@ -2,7 +2,7 @@
 
 Float64 throughout, on small boxes: symmetry and Jacobian checks on 128 atoms (a random
 placement pushed apart by the soft-sphere minimisation), the stages on a tiny simulated
-256-atom store.
+128-atom store (skin 0.1, so the box holds twice the cutoff).
 """
 
 from __future__ import annotations
@@ -144,18 +144,18 @@ def test_the_encoder_defaults_to_the_mlp_without_filling_the_key():
 # --- the stages ---------------------------------------------------------------------------
 def test_closure_and_training_run_with_the_particle_encoder(tmp_path):
     trajectories = tmp_path / "train.zarr"
-    simulate("lennard_jones", settings_of(256, steps=10, save_every=5, trajectories={"train": 2, "test": 1}, dtype="float64"),
+    simulate("lennard_jones", settings_of(ATOMS, steps=10, save_every=5, trajectories={"train": 1, "test": 1}, dtype="float64"),
              "train", str(trajectories), device="cpu", progress=False)
     closure = tmp_path / "closure"
-    settings = {"encoder": "particles", "latent_dim": 3, "hidden": [8], "epochs": 2, "batch_size": 3, "condition_rows": "closure"}
+    settings = {"encoder": "particles", "latent_dim": 3, "hidden": [8], "epochs": 1, "batch_size": 3, "condition_rows": "closure"}
     run_closure(str(trajectories), str(closure), settings, device="cpu", progress=False)
     model, hparams, _ = load_closure(closure)
     assert hparams["encoder"] == "particles" and isinstance(model.inputs, PooledDescriptors)
     assert torch.all(model.x_std != 1)  # the descriptors' statistics were fitted and saved
-    train_settings = {"epochs": 2, "batch_size": 4, "mlp": {"hidden": [8]}}
+    train_settings = {"epochs": 2, "batch_size": 2, "mlp": {"hidden": [8]}}
     for loss, p in (("L_z", 1.0), ("L_xp", 0.0625)):
         forces = tmp_path / f"forces_{p}.zarr"
-        sample(str(trajectories), str(forces), p, 0, {"configurations": 6, "batch_size": 3}, device="cpu", progress=False)
+        sample(str(trajectories), str(forces), p, 0, {"configurations": 3, "batch_size": 3}, device="cpu", progress=False)
         out = tmp_path / f"mlp_{loss}"
         train(str(trajectories), str(forces), str(closure), str(out), "mlp", loss, 0, train_settings, device="cpu", progress=False)
         assert (out / "model.pt").exists()
