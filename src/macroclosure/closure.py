@@ -1,7 +1,8 @@
 """Closure autoencoder: analytic observables plus learnt closure variables (METHOD.md "Closure").
 
 The encoder maps a microscopic state x [..., N] to z = (phi*(x), phi_hat(x)) [..., d]; the
-decoder reconstructs x. Training penalises the condition number of J J^T, J = dz/dx, so that
+decoder reconstructs what phi_hat reads: x itself (`closure.encoder: mlp`) or, for particle
+systems, symmetric pooled descriptors of x (`particles`, see descriptors.py). Training penalises the condition number of J J^T, J = dz/dx, so that
 the pseudo-inverse J^+ used by the micro-space losses stays well behaved.
 """
 
@@ -17,6 +18,7 @@ from torch.func import jacrev, vmap
 from tqdm import tqdm
 
 from macroclosure.config import complete_section
+from macroclosure.descriptors import PooledDescriptors, particle_box
 from macroclosure.dynamics import feedforward
 from macroclosure.history import write_history
 from macroclosure.normalisation import Normalisation, fit_normalisation
@@ -26,11 +28,34 @@ from macroclosure.store import StoreError, atomic_directory, open_store, read, r
 from macroclosure.systems import build_system, system_of
 
 
-class Autoencoder(nn.Module):
-    """Encoder = cat(observables, softplus closure network); softplus decoder back to x.
+class StateInputs(nn.Module):
+    """The MLP encoder's input map: the state x itself, needing no constants."""
 
-    Both networks work on standardised x, (x - x_mean) / x_std; the statistics are buffers
-    (stored in the state_dict) in the default dtype, defaulting to 0 and 1.
+    def __init__(self, n_dof: int):
+        super().__init__()
+        self.size = n_dof
+
+    def constants(self, x: Tensor) -> tuple[()]:
+        return ()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def samples_per_pass(self, latent_dim: int) -> None:
+        """No limit: a batch's Jacobians are evaluated in one pass."""
+        return None
+
+
+class Autoencoder(nn.Module):
+    """Encoder = cat(observables, softplus closure network on the standardised inputs);
+    softplus decoder back to the standardised inputs.
+
+    The inputs are `inputs(x, *inputs.constants(x))`: x itself for the MLP encoder (the
+    default), the pooled descriptors for the particle encoder (descriptors.PooledDescriptors),
+    whose neighbour pairs are the constants. The decoder reconstructs what the closure
+    network reads, so an invariant encoder has an invariant target. `x_mean` and `x_std` are
+    the inputs' training statistics (buffers in the state_dict, in the default dtype,
+    defaulting to 0 and 1), named so from when the inputs were always x.
     """
 
     def __init__(
@@ -42,6 +67,7 @@ class Autoencoder(nn.Module):
         hidden: Sequence[int] = (32, 32),
         x_mean: Tensor | None = None,
         x_std: Tensor | None = None,
+        inputs: nn.Module | None = None,
     ):
         super().__init__()
         if latent_dim <= n_observables:
@@ -52,30 +78,48 @@ class Autoencoder(nn.Module):
         self.observables = observables
         self.n_observables = n_observables
         self.latent_dim = latent_dim
+        self.n_dof = n_dof
+        self.inputs = StateInputs(n_dof) if inputs is None else inputs
         dtype = torch.get_default_dtype()
-        mean = torch.zeros(n_dof) if x_mean is None else x_mean
-        std = torch.ones(n_dof) if x_std is None else x_std
+        mean = torch.zeros(self.inputs.size) if x_mean is None else x_mean
+        std = torch.ones(self.inputs.size) if x_std is None else x_std
         self.register_buffer("x_mean", mean.detach().to(dtype).clone())
         self.register_buffer("x_std", std.detach().to(dtype).clone())
-        self.closure_net = feedforward([n_dof, *hidden, latent_dim - n_observables], "softplus")
-        self.decoder_net = feedforward([latent_dim, *reversed(hidden), n_dof], "softplus")
+        self.closure_net = feedforward([self.inputs.size, *hidden, latent_dim - n_observables], "softplus")
+        self.decoder_net = feedforward([latent_dim, *reversed(hidden), self.inputs.size], "softplus")
 
-    def encode(self, x: Tensor) -> Tensor:
-        """z [..., latent_dim]: the observables first, then the learnt closure variables."""
-        closure = self.closure_net((x - self.x_mean) / self.x_std)
+    def constants(self, x: Tensor) -> tuple[Tensor, ...]:
+        """What the inputs need besides x, per sample and without gradients (neighbour pairs)."""
+        return self.inputs.constants(x)
+
+    def standardised_inputs(self, x: Tensor, *constants: Tensor) -> Tensor:
+        """What the closure network reads and the decoder reconstructs, [..., inputs.size]."""
+        return (self.inputs(x, *(constants or self.constants(x))) - self.x_mean) / self.x_std
+
+    def encode(self, x: Tensor, *constants: Tensor) -> Tensor:
+        """z [..., latent_dim]: the observables first, then the learnt closure variables.
+        `constants` (from `constants(x)`) must be given where x is traced by torch.func."""
+        closure = self.closure_net(self.standardised_inputs(x, *constants))
         return torch.cat([self.observables(x), closure], dim=-1)
 
     def decode(self, z: Tensor) -> Tensor:
-        """Reconstructed x [..., n_dof] in physical units."""
-        return self.decoder_net(z) * self.x_std + self.x_mean
+        """Reconstructed standardised inputs [..., inputs.size]."""
+        return self.decoder_net(z)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
 
 
-def encoder_jacobian(model: Autoencoder, x: Tensor) -> Tensor:
-    """J = d encode / dx per sample, [B, N] -> [B, d, N]; differentiable w.r.t. parameters."""
-    return vmap(jacrev(model.encode))(x)
+def encoder_jacobian(model: Autoencoder, x: Tensor, constants: tuple[Tensor, ...] | None = None) -> Tensor:
+    """J = d encode / dx per sample, [B, N] -> [B, d, N]; differentiable w.r.t. parameters.
+
+    The inputs' constants (computed here unless given) enter as per-sample arguments, so no
+    integer work happens inside the transforms; the batch goes through in passes of the
+    inputs' `samples_per_pass`.
+    """
+    constants = model.constants(x) if constants is None else constants
+    chunk = model.inputs.samples_per_pass(model.latent_dim)
+    return vmap(jacrev(model.encode), chunk_size=chunk)(x, *constants)
 
 
 def condition_number(J: Tensor, rows: slice | None = None) -> Tensor:
@@ -92,10 +136,11 @@ def condition_number(J: Tensor, rows: slice | None = None) -> Tensor:
 def autoencoder_loss(
     model: Autoencoder, x: Tensor, condition_weight: float, penalty_rows: slice | None = None
 ) -> dict[str, Tensor]:
-    """Reconstruction MSE (in standardised x units) + condition_weight * mean (kappa - 1)^2."""
-    residual = (model(x) - x) / model.x_std
+    """Reconstruction MSE of the standardised inputs + condition_weight * mean (kappa - 1)^2."""
+    constants = model.constants(x)
+    residual = model.decode(model.encode(x, *constants)) - model.standardised_inputs(x, *constants)
     reconstruction = residual.square().mean()
-    kappa = condition_number(encoder_jacobian(model, x), penalty_rows)
+    kappa = condition_number(encoder_jacobian(model, x, constants), penalty_rows)
     condition = (kappa - 1).square().mean()
     return {
         "total": reconstruction + condition_weight * condition,
@@ -160,6 +205,18 @@ def encode_trajectories(model: Autoencoder, ds, dtype=torch.float32) -> np.ndarr
         ])
 
 
+ENCODER_INPUTS = {
+    "mlp": lambda system: StateInputs(system.dims.dof),
+    "particles": lambda system: PooledDescriptors(particle_box(system)),
+}
+DEFAULT_ENCODER = "mlp"  # what `closure.encoder` means when it is not set (and closures saved before it)
+
+
+def encoder_of(settings: dict) -> str:
+    """The closure encoder a closure section or a closure's hyper-parameters name."""
+    return settings.get("encoder", DEFAULT_ENCODER)
+
+
 def build_autoencoder(hparams: dict) -> Autoencoder:
     """The (untrained) autoencoder described by a closure's hyper-parameters."""
     system = build_system(hparams["system"], hparams["system_settings"])
@@ -169,7 +226,22 @@ def build_autoencoder(hparams: dict) -> Autoencoder:
         observables=system.observables,
         n_observables=system.dims.observables,
         hidden=hparams["hidden"],
+        inputs=ENCODER_INPUTS[encoder_of(hparams)](system),
     )
+
+
+def input_statistics(model: Autoencoder, x: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    """Mean and std (floored at 1e-6) of the model's inputs over the states x: two passes over
+    batches in float64, so no copy of x (the MLP's inputs) is ever held."""
+
+    def batches():
+        with torch.no_grad():
+            for batch in x.split(batch_size):
+                yield model.inputs(batch, *model.constants(batch)).double()
+
+    mean = sum(batch.sum(0) for batch in batches()) / len(x)
+    variance = sum((batch - mean).square().sum(0) for batch in batches()) / (len(x) - 1)
+    return mean, variance.sqrt().clamp_min(1e-6)
 
 
 def load_closure(directory: str | Path) -> tuple[Autoencoder, dict, Normalisation]:
@@ -199,15 +271,17 @@ def run_closure(trajectories: str, out: str, settings: dict, device: str = "auto
         "system_settings": system.settings,
         "latent_dim": settings["latent_dim"],
         "hidden": settings["hidden"],
+        "encoder": encoder_of(settings),
     }
     torch_used = torch_device(device)
     hparams["provenance"] = provenance(settings, settings["seed"], str(torch_used))
     torch.manual_seed(settings["seed"])
     model = build_autoencoder(hparams)
     if settings["standardise"]:
-        model.x_mean.copy_(x.mean(0))
-        model.x_std.copy_(x.std(0).clamp_min(1e-6))
-    log.info("fitting the closure autoencoder: %d states, N = %d, d = %d", len(x), x.shape[1], settings["latent_dim"])
+        mean, std = input_statistics(model, x, settings["batch_size"])
+        model.x_mean.copy_(mean)
+        model.x_std.copy_(std)
+    log.info("fitting the %s closure autoencoder: %d states, N = %d, d = %d", hparams["encoder"], len(x), x.shape[1], settings["latent_dim"])
     start = time.perf_counter()
     history = fit_autoencoder(
         model.to(torch_used), x.to(torch_used),

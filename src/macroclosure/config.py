@@ -122,6 +122,7 @@ def check_semantics(config: dict) -> None:
                 f"config key '{prefix}.closure.latent_dim': {latent} must be larger than the "
                 f"number of observables ({dims.observables}) to leave room for a closure"
             )
+        problems += encoder_problems(system["closure"], f"{prefix}.closure")
         for p in system["sample"]["fractions"]:
             if round(p * dims.units) < 1:
                 problems.append(
@@ -144,6 +145,19 @@ def check_semantics(config: dict) -> None:
     problems += efficiency_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def encoder_problems(closure: dict, key: str, where: str = "") -> list[str]:
+    """The particle encoder's limit: d latent variables need at least d independent inputs, so
+    latent_dim can be at most the number of pooled descriptors."""
+    if closure.get("encoder") != "particles":
+        return []
+    from macroclosure.descriptors import POOLED_FEATURES
+
+    if closure["latent_dim"] <= POOLED_FEATURES:
+        return []
+    return [f"config key '{key}.latent_dim': {closure['latent_dim']} exceeds the {POOLED_FEATURES} pooled "
+            f"descriptors the particles encoder reads{where}, so J would be rank deficient"]
 
 
 def load_config(path: str | Path) -> dict:

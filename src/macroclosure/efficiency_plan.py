@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from macroclosure.config import FULL_FORCE_LOSSES, format_fraction, merged, section_problems
+from macroclosure.config import FULL_FORCE_LOSSES, encoder_problems, format_fraction, merged, section_problems
 
 SIZE_KEY = {"predator_prey": "cells", "allen_cahn": "cells", "lennard_jones": "atoms"}  # simulate key that sets the size
 
@@ -162,6 +162,7 @@ def problems(config: dict) -> list[str]:
                       for k in grid["sampled_units"] if k > dims.units]
             found += [f"config key '{prefix}.fractions': p = {p} samples no {dims.unit} of {dims.units} at size {size}"
                       for p in grid["fractions"] if round(p * dims.units) < 1]
+            found += encoder_problems(section_at(grid, "closure", size), f"{prefix}.closure", f" at size {size}")
             latent_dim = section_at(grid, "closure", size)["latent_dim"]
             if latent_dim <= dims.observables:
                 found.append(f"config key '{prefix}.closure.latent_dim': {latent_dim} must be larger "

@@ -35,7 +35,7 @@ def training_tensors(autoencoder: Autoencoder, trajectories, forces, loss: str) 
     rows are accurate), so memory stays bounded for large N. L_x and L_x,p keep only the
     d x d moments of J+[I, :] and f_I (losses.micro_moments), in float64.
     """
-    n_dof = autoencoder.x_mean.shape[0]
+    n_dof = autoencoder.n_dof
     index = torch.as_tensor(read(forces, "index"))
     force = torch.as_tensor(read(forces, "force"), dtype=torch.float64)
     if loss == "L_z" and index.shape[1] != n_dof:

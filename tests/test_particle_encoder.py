@@ -1,0 +1,161 @@
+"""The particle closure encoder (`closure.encoder: particles`): symmetries, Jacobian, pipeline.
+
+Float64 throughout, on small boxes: symmetry and Jacobian checks on 128 atoms (a random
+placement pushed apart by the soft-sphere minimisation), the stages on a tiny simulated
+128-atom store (skin 0.1, so the box holds twice the cutoff).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from conftest import jax_x64
+
+from macroclosure.closure import Autoencoder, build_autoencoder, encoder_jacobian, load_closure, run_closure
+from macroclosure.config import ConfigError, complete_section, validate
+from macroclosure.descriptors import POOLED_FEATURES, PooledDescriptors, particle_box
+from macroclosure.sampling import sample
+from macroclosure.simulate import simulate
+from macroclosure.systems import build_system
+from macroclosure.systems import lennard_jones as lj
+from macroclosure.train import train
+
+ATOMS = 128
+
+
+def settings_of(atoms: int, **changes) -> dict:
+    return complete_section("lennard_jones", "simulate", {"atoms": atoms, "skin": 0.1, "minimise_steps": 50} | changes)
+
+
+@pytest.fixture(scope="module")
+def system():
+    return build_system("lennard_jones", settings_of(ATOMS))
+
+
+@pytest.fixture(scope="module")
+def states(system):
+    """Three states [3, 6 atoms]: soft-sphere-minimised positions shifted by whole boxes (so they
+    are unwrapped), Gaussian velocities."""
+    sim = lj.simulation_functions(system.settings)
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(3):
+        with jax_x64(True):
+            positions = np.asarray(lj.minimise(sim, jnp.asarray(rng.uniform(0.0, sim.box, (ATOMS, 3))), 200, soft=True)[0])
+        positions = positions + sim.box * rng.integers(-2, 3, (ATOMS, 3))
+        rows.append(np.concatenate([positions.ravel(), rng.normal(0.0, 1.0, 3 * ATOMS)]))
+    return torch.as_tensor(np.stack(rows), dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def model(system, states):
+    """A random particle autoencoder in float64, standardised on the states."""
+    torch.manual_seed(0)
+    inputs = PooledDescriptors(particle_box(system))
+    features = inputs(states, *inputs.constants(states))
+    autoencoder = Autoencoder(system.dims.dof, 5, system.observables, 1, hidden=(16,), inputs=inputs,
+                              x_mean=features.mean(0), x_std=features.std(0))
+    return autoencoder.double()
+
+
+def blocks(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[:, : 3 * ATOMS].reshape(-1, ATOMS, 3), x[:, 3 * ATOMS :].reshape(-1, ATOMS, 3)
+
+
+def joined(positions: torch.Tensor, velocities: torch.Tensor) -> torch.Tensor:
+    return torch.cat([positions.flatten(1), velocities.flatten(1)], dim=1)
+
+
+def symmetry(name: str, x: torch.Tensor, box: float) -> torch.Tensor:
+    """x under one of the symmetries the encoder must respect."""
+    positions, velocities = blocks(x)
+    generator = torch.Generator().manual_seed(1)
+    if name == "permutation":  # atoms relabelled: position and velocity rows together
+        order = torch.randperm(ATOMS, generator=generator)
+        return joined(positions[:, order], velocities[:, order])
+    if name == "translation":
+        return joined(positions + box * torch.rand(3, generator=generator, dtype=x.dtype), velocities)
+    if name == "rotation":  # 90 degrees about z, (x, y, z) -> (-y, x, z): a symmetry of the cube
+        quarter = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=x.dtype)
+        return joined(positions @ quarter.T, velocities @ quarter.T)
+    if name == "wrapping":
+        return joined(torch.remainder(positions, box), velocities)
+    raise ValueError(name)
+
+
+@pytest.mark.parametrize("name", ["permutation", "translation", "rotation", "wrapping"])
+def test_the_encoding_is_invariant(model, states, system, name):
+    with torch.no_grad():
+        moved = model.encode(symmetry(name, states, system.layout["box_length"]))
+        torch.testing.assert_close(moved, model.encode(states), rtol=0, atol=1e-10)
+
+
+def test_the_encoding_is_not_constant(model, states):
+    """The invariance test is not passed by an encoder blind to the configuration."""
+    with torch.no_grad():
+        z = model.encode(states)
+    assert (z[1:] - z[:1]).abs().amax() > 1e-3
+
+
+def test_jacobian_matches_central_differences(model, states):
+    J = encoder_jacobian(model, states)
+    assert J.shape == (3, 5, 6 * ATOMS)
+    generator = torch.Generator().manual_seed(2)
+    step = 1e-6
+    with torch.no_grad():
+        for _ in range(3):
+            direction = torch.randn(states.shape, generator=generator, dtype=torch.float64)
+            difference = (model.encode(states + step * direction) - model.encode(states - step * direction)) / (2 * step)
+            torch.testing.assert_close(torch.einsum("bdn,bn->bd", J, direction), difference, rtol=1e-6, atol=1e-6)
+
+
+def test_the_decoder_reconstructs_the_standardised_descriptors(model, states):
+    assert model(states).shape == (3, POOLED_FEATURES)
+    assert model.standardised_inputs(states).shape == (3, POOLED_FEATURES)
+
+
+# --- configuration ------------------------------------------------------------------------
+@pytest.mark.parametrize("grid", ["predator_prey", "allen_cahn"])
+def test_the_schema_refuses_the_particle_encoder_for_a_grid_system(grid):
+    with pytest.raises(ConfigError, match=rf"systems\.{grid}\.closure\.encoder': 'particles' is not one of \['mlp'\]"):
+        validate({"systems": {grid: {"closure": {"encoder": "particles"}}}})
+    efficiency = {"systems": {"lennard_jones": {}},
+                  "efficiency": {"systems": {grid: {"configurations": [10], "closure": {"encoder": "particles"}}}}}
+    with pytest.raises(ConfigError, match=rf"efficiency\.systems\.{grid}\.closure\.encoder': 'particles'"):
+        validate(efficiency)
+
+
+def test_the_particle_encoder_refuses_more_latent_variables_than_descriptors():
+    closure = {"encoder": "particles", "latent_dim": POOLED_FEATURES + 1}
+    with pytest.raises(ConfigError, match=rf"systems\.lennard_jones\.closure\.latent_dim': {POOLED_FEATURES + 1} exceeds"):
+        validate({"systems": {"lennard_jones": {"closure": closure}}})
+
+
+def test_the_encoder_defaults_to_the_mlp_without_filling_the_key():
+    """Absent means mlp, and the section stays as it was, so existing jobs' params do not change."""
+    config = validate({"systems": {"lennard_jones": {}}})
+    assert "encoder" not in config["systems"]["lennard_jones"]["closure"]
+    hparams = {"system": "lennard_jones", "system_settings": settings_of(256), "latent_dim": 3, "hidden": [4]}
+    assert build_autoencoder(hparams).inputs.size == 6 * 256
+
+
+# --- the stages ---------------------------------------------------------------------------
+def test_closure_and_training_run_with_the_particle_encoder(tmp_path):
+    trajectories = tmp_path / "train.zarr"
+    simulate("lennard_jones", settings_of(ATOMS, steps=10, save_every=5, trajectories={"train": 1, "test": 1}, dtype="float64"),
+             "train", str(trajectories), device="cpu", progress=False)
+    closure = tmp_path / "closure"
+    settings = {"encoder": "particles", "latent_dim": 3, "hidden": [8], "epochs": 1, "batch_size": 3, "condition_rows": "closure"}
+    run_closure(str(trajectories), str(closure), settings, device="cpu", progress=False)
+    model, hparams, _ = load_closure(closure)
+    assert hparams["encoder"] == "particles" and isinstance(model.inputs, PooledDescriptors)
+    assert torch.all(model.x_std != 1)  # the descriptors' statistics were fitted and saved
+    train_settings = {"epochs": 2, "batch_size": 2, "mlp": {"hidden": [8]}}
+    for loss, p in (("L_z", 1.0), ("L_xp", 0.0625)):
+        forces = tmp_path / f"forces_{p}.zarr"
+        sample(str(trajectories), str(forces), p, 0, {"configurations": 3, "batch_size": 3}, device="cpu", progress=False)
+        out = tmp_path / f"mlp_{loss}"
+        train(str(trajectories), str(forces), str(closure), str(out), "mlp", loss, 0, train_settings, device="cpu", progress=False)
+        assert (out / "model.pt").exists()
