@@ -53,6 +53,16 @@ def test_repository_config_is_valid(config):
     assert validate(config)["systems"]["predator_prey"]["closure"]["latent_dim"] > 2
 
 
+BENCHMARK_CONFIGS = sorted(path.relative_to(REPOSITORY) for folder in ("paper", "paper/ablation", "default_tuning")
+                           for path in (REPOSITORY / "benchmarks" / folder).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", BENCHMARK_CONFIGS, ids=str)
+def test_every_committed_benchmark_config_is_valid(path):
+    """The configs behind committed records must still run as their records say."""
+    load_config(REPOSITORY / path)
+
+
 def test_unknown_top_level_key_is_named_with_the_allowed_keys(config):
     config["reslts"] = "typo"
     message = refused(config, r"config key '<top level>'", r"'reslts' was unexpected")
