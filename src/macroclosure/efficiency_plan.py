@@ -162,8 +162,9 @@ def problems(config: dict) -> list[str]:
                       for k in grid["sampled_units"] if k > dims.units]
             found += [f"config key '{prefix}.fractions': p = {p} samples no {dims.unit} of {dims.units} at size {size}"
                       for p in grid["fractions"] if round(p * dims.units) < 1]
-            found += encoder_problems(section_at(grid, "closure", size), f"{prefix}.closure", f" at size {size}")
-            latent_dim = section_at(grid, "closure", size)["latent_dim"]
+            closure = section_at(grid, "closure", size)
+            found += encoder_problems(closure, f"{prefix}.closure", f" at size {size}")
+            latent_dim = closure["latent_dim"]
             if latent_dim <= dims.observables:
                 found.append(f"config key '{prefix}.closure.latent_dim': {latent_dim} must be larger "
                              f"than the number of observables ({dims.observables}) at size {size}")
