@@ -19,5 +19,5 @@ rule closure:
         runtime=lambda wildcards, attempt: need("closure", wildcards, attempt).runtime,
         gpu=GPUS,
     shell:
-        "macroclosure closure --trajectories {input.trajectories}"
+        "OMP_NUM_THREADS={threads} macroclosure closure --trajectories {input.trajectories}"
         " --settings {params.settings:q} --device {params.device} --out {output} > {log} 2>&1"
