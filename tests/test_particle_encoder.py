@@ -159,3 +159,16 @@ def test_closure_and_training_run_with_the_particle_encoder(tmp_path):
         out = tmp_path / f"mlp_{loss}"
         train(str(trajectories), str(forces), str(closure), str(out), "mlp", loss, 0, train_settings, device="cpu", progress=False)
         assert (out / "model.pt").exists()
+
+
+def test_the_descriptor_pair_energy_is_the_systems_potential():
+    """descriptors.lennard_jones_energy (torch) restates systems.lennard_jones.pair_energy (jax):
+    both must give the same truncated energy, inside, at and beyond the cutoff."""
+    from macroclosure.descriptors import lennard_jones_energy
+
+    r = np.concatenate([np.linspace(0.85, 3.0, 200), [2.5 - 1e-12, 2.5, 2.5 + 1e-12]])
+    with jax_x64(True):
+        expected = np.asarray(lj.pair_energy(jnp.asarray(r), 2.5))
+    got = lennard_jones_energy(torch.as_tensor(r, dtype=torch.float64), 2.5).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-14, atol=1e-15)
+    assert expected[-2] == 0.0 and expected[-3] != 0.0
