@@ -13,7 +13,17 @@ import pytest
 import torch
 from conftest import jax_x64
 
-from macroclosure.closure import Autoencoder, build_autoencoder, encoder_jacobian, load_closure, run_closure
+from torch.func import jacrev, vmap
+
+from macroclosure.closure import (
+    Autoencoder,
+    build_autoencoder,
+    encoder_jacobian,
+    input_grams,
+    latent_gram,
+    load_closure,
+    run_closure,
+)
 from macroclosure.config import ConfigError, complete_section, validate
 from macroclosure.descriptors import POOLED_FEATURES, PooledDescriptors, particle_box
 from macroclosure.sampling import sample
@@ -109,6 +119,23 @@ def test_jacobian_matches_central_differences(model, states):
             direction = torch.randn(states.shape, generator=generator, dtype=torch.float64)
             difference = (model.encode(states + step * direction) - model.encode(states - step * direction)) / (2 * step)
             torch.testing.assert_close(torch.einsum("bdn,bn->bd", J, direction), difference, rtol=1e-6, atol=1e-6)
+
+
+def test_the_closed_form_jacobian_equals_reverse_mode_autograd(model, states):
+    """encoder_jacobian (observables' rows, then closure-net rows pulled back through the
+    descriptors' closed-form Jacobian) equals jacrev of the whole encoder, to 1e-10."""
+    constants = model.constants(states)
+    reference = vmap(jacrev(model.encode))(states, *constants)
+    torch.testing.assert_close(encoder_jacobian(model, states, constants), reference, rtol=0, atol=1e-10 * reference.abs().max().item())
+
+
+def test_the_closure_penalty_gram_from_input_grams_equals_j_jt(model, states):
+    """latent_gram from the once-per-state input_grams is J J^T, so the condition penalty does
+    not change with the factoring."""
+    constants = model.constants(states)
+    J = encoder_jacobian(model, states, constants)
+    gram = latent_gram(model, states, constants, input_grams(model, states, batch_size=2))
+    torch.testing.assert_close(gram, J @ J.mT, rtol=1e-10, atol=1e-10 * (J @ J.mT).abs().max().item())
 
 
 def test_the_decoder_reconstructs_the_standardised_descriptors(model, states):

@@ -41,9 +41,10 @@ class StateInputs(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x
 
-    def samples_per_pass(self, latent_dim: int) -> None:
-        """No limit: a batch's Jacobians are evaluated in one pass."""
-        return None
+    def pull_back(self, rows: Tensor | None, x: Tensor) -> Tensor | None:
+        """rows @ d inputs / dx = rows: the inputs' Jacobian is the identity, left implicit
+        (None) when no rows are given."""
+        return rows
 
 
 class Autoencoder(nn.Module):
@@ -110,37 +111,84 @@ class Autoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
+def observable_jacobian(model: Autoencoder, x: Tensor) -> Tensor:
+    """d phi* / dx [B, n_observables, N]."""
+    return vmap(jacrev(model.observables))(x)
+
+
+def closure_net_jacobian(model: Autoencoder, x: Tensor, constants: tuple[Tensor, ...]) -> Tensor:
+    """d closure_net / d inputs [B, d - n_observables, inputs.size], standardisation included;
+    differentiable w.r.t. parameters."""
+    return vmap(jacrev(model.closure_net))(model.standardised_inputs(x, *constants)) / model.x_std
+
+
 def encoder_jacobian(model: Autoencoder, x: Tensor, constants: tuple[Tensor, ...] | None = None) -> Tensor:
     """J = d encode / dx per sample, [B, N] -> [B, d, N]; differentiable w.r.t. parameters.
 
-    The inputs' constants (computed here unless given) enter as per-sample arguments, so no
-    integer work happens inside the transforms; the batch goes through in passes of the
-    inputs' `samples_per_pass`.
+    By the chain rule: the observables' rows, then (d closure_net / d inputs) (d inputs / dx),
+    where the inputs' Jacobian is x's identity (MLP encoder) or the descriptors' closed form
+    (particle encoder). The inputs' constants are computed here unless given.
     """
     constants = model.constants(x) if constants is None else constants
-    chunk = model.inputs.samples_per_pass(model.latent_dim)
-    return vmap(jacrev(model.encode), chunk_size=chunk)(x, *constants)
+    closure_rows = model.inputs.pull_back(closure_net_jacobian(model, x, constants), x, *constants)
+    return torch.cat([observable_jacobian(model, x), closure_rows], dim=1)
 
 
-def condition_number(J: Tensor, rows: slice | None = None) -> Tensor:
-    """kappa(J J^T) per sample: largest over smallest eigenvalue of the Gram matrix.
+def input_grams(model: Autoencoder, x: Tensor, batch_size: int) -> Tensor | None:
+    """Per state, the Gram matrix A A^T of A = d (observables, inputs) / dx, [S, m + F, m + F],
+    where the inputs have a Jacobian of their own (the particle encoder's F descriptors); None
+    for the MLP encoder, whose A would be N x N.
 
-    `rows` restricts J to some latent components first (e.g. the closure rows only).
+    A holds no parameters, so J J^T = B (A A^T) B^T with B = diag(I, d closure_net / d inputs)
+    (latent_gram) costs an epoch no pass over the atoms: A A^T is computed once per state.
     """
+    grams = []
+    with torch.no_grad():
+        for batch in x.split(batch_size):
+            inputs_jacobian = model.inputs.pull_back(None, batch, *model.constants(batch))
+            if inputs_jacobian is None:
+                return None
+            rows = torch.cat([observable_jacobian(model, batch), inputs_jacobian], dim=1)
+            grams.append(rows @ rows.mT)
+    return torch.cat(grams)
+
+
+def latent_gram(model: Autoencoder, x: Tensor, constants: tuple[Tensor, ...], grams: Tensor | None) -> Tensor:
+    """J J^T [B, d, d], from the states' input_grams when given, else from J itself."""
+    if grams is None:
+        J = encoder_jacobian(model, x, constants)
+        return J @ J.mT
+    closure_rows = closure_net_jacobian(model, x, constants)
+    m = model.n_observables
+    factor = torch.zeros(len(x), model.latent_dim, grams.shape[-1], dtype=closure_rows.dtype, device=x.device)
+    factor[:, :m, :m] = torch.eye(m, dtype=closure_rows.dtype, device=x.device)
+    factor[:, m:, m:] = closure_rows
+    return factor @ grams @ factor.mT
+
+
+def gram_condition_number(gram: Tensor, rows: slice | None = None) -> Tensor:
+    """kappa of Gram matrices [..., d, d] (largest over smallest eigenvalue), restricted to
+    some latent components first when `rows` is given (e.g. the closure rows only)."""
     if rows is not None:
-        J = J[..., rows, :]
-    eigenvalues = torch.linalg.eigvalsh(J @ J.mT)
+        gram = gram[..., rows, rows]
+    eigenvalues = torch.linalg.eigvalsh(gram)
     return eigenvalues[..., -1] / eigenvalues[..., 0]
 
 
+def condition_number(J: Tensor, rows: slice | None = None) -> Tensor:
+    """kappa(J J^T) per sample; `rows` restricts J to some latent components first."""
+    return gram_condition_number(J @ J.mT, rows)
+
+
 def autoencoder_loss(
-    model: Autoencoder, x: Tensor, condition_weight: float, penalty_rows: slice | None = None
+    model: Autoencoder, x: Tensor, condition_weight: float, penalty_rows: slice | None = None, grams: Tensor | None = None
 ) -> dict[str, Tensor]:
-    """Reconstruction MSE of the standardised inputs + condition_weight * mean (kappa - 1)^2."""
+    """Reconstruction MSE of the standardised inputs + condition_weight * mean (kappa - 1)^2;
+    `grams` are the states' input_grams where the encoder has them."""
     constants = model.constants(x)
     residual = model.decode(model.encode(x, *constants)) - model.standardised_inputs(x, *constants)
     reconstruction = residual.square().mean()
-    kappa = condition_number(encoder_jacobian(model, x, constants), penalty_rows)
+    kappa = gram_condition_number(latent_gram(model, x, constants, grams), penalty_rows)
     condition = (kappa - 1).square().mean()
     return {
         "total": reconstruction + condition_weight * condition,
@@ -178,12 +226,13 @@ def fit_autoencoder(
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    grams = input_grams(model, x_train, batch_size)
     history = []
     bar = tqdm(range(1, epochs + 1), desc="autoencoder", disable=not progress, mininterval=2.0)
     for epoch in bar:
         sums = {"total": 0.0, "reconstruction": 0.0, "condition": 0.0}
         for batch in torch.randperm(len(x_train), generator=generator).split(batch_size):
-            losses = autoencoder_loss(model, x_train[batch], condition_weight, penalty_rows)
+            losses = autoencoder_loss(model, x_train[batch], condition_weight, penalty_rows, None if grams is None else grams[batch])
             optimizer.zero_grad()
             losses["total"].backward()
             optimizer.step()

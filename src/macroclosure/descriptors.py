@@ -6,9 +6,12 @@ pair energy, its kinetic energy and radial basis functions of its neighbours' di
 Pooling makes them invariant to permuting atoms; minimum-image pair distances make them
 invariant to translations, rotations and periodic images; the cost is linear in atoms.
 
-The functions are torch and differentiable in x, so the encoder Jacobian J = dz/dx comes
-from autograd. The neighbour pairs are integer constants found beforehand (with vesin) and
-passed in, so torch.func transforms (vmap, jacrev) run through the descriptors unchanged.
+The functions are torch and differentiable in x. Their Jacobian dD/dx also comes in closed
+form (`pooled_pull_back`): every pair feature depends on one distance, so the chain rule through
+the pair sums costs one pass over the pairs instead of one reverse pass per descriptor, and the
+encoder Jacobian J = (d closure net / dD) dD/dx follows by a small matrix product. The neighbour
+pairs are integer constants found beforehand (with vesin) and passed in, so torch.func
+transforms (vmap, jacrev, jvp) run through the descriptors unchanged.
 """
 
 from __future__ import annotations
@@ -19,14 +22,17 @@ from typing import NamedTuple
 import torch
 import vesin
 from torch import Tensor, nn
+from torch.func import jvp
 
 RADIAL_BASIS = 8  # Gaussians of the pair distance per atom (the per-pair work is ~ this)
 RADIAL_START = 0.8  # sigma; the first Gaussian's centre, just inside the closest LJ contact
 DESCRIPTORS_PER_ATOM = 2 + RADIAL_BASIS  # pair energy, kinetic energy, radial basis
+KINETIC = 1  # the per-atom descriptor not summed over pairs; the others are, in pair_features' order
 # means and mean products (p <= q) over atoms: pooled moments are per-atom work, cheap beside the
 # per-pair basis, and give more inputs than a latent dimension of 32 (published) needs
 POOLED_FEATURES = DESCRIPTORS_PER_ATOM + DESCRIPTORS_PER_ATOM * (DESCRIPTORS_PER_ATOM + 1) // 2
 PASS_BYTES = 128 * 2**20  # per-pair intermediates of one batched Jacobian pass
+PAIR_JACOBIAN_COPIES = 4  # [pairs, POOLED_FEATURES, 3] arrays alive at once in pooled_jacobian
 
 
 class ParticleBox(NamedTuple):
@@ -67,14 +73,23 @@ def neighbour_pairs(x: Tensor, box: ParticleBox) -> tuple[Tensor, Tensor]:
     return pairs.to(x.device), real.to(x.device)
 
 
-def minimum_image_distances(positions: Tensor, pairs: Tensor, real: Tensor, box_length: float) -> Tensor:
-    """|r_j - r_i| of each pair under the minimum image, [B, A, 3] -> [B, P]; padding gets
-    box_length (beyond any cutoff), through a `where` that keeps its gradient finite."""
+def minimum_image_separations(positions: Tensor, pairs: Tensor, box_length: float) -> Tensor:
+    """r_j - r_i of each pair (i, j) under the minimum image, [B, A, 3] -> [B, P, 3]."""
     first = torch.take_along_dim(positions, pairs[..., :1], dim=1)
     second = torch.take_along_dim(positions, pairs[..., 1:], dim=1)
     delta = second - first
-    delta = delta - box_length * torch.round(delta / box_length)
-    return torch.where(real, delta.square().sum(-1), box_length**2).sqrt()
+    return delta - box_length * torch.round(delta / box_length)
+
+
+def pair_distances(separations: Tensor, real: Tensor, box_length: float) -> Tensor:
+    """|r_j - r_i| [B, P]; padding gets box_length (beyond any cutoff), through a `where` that
+    keeps its gradient finite."""
+    return torch.where(real, separations.square().sum(-1), box_length**2).sqrt()
+
+
+def minimum_image_distances(positions: Tensor, pairs: Tensor, real: Tensor, box_length: float) -> Tensor:
+    """|r_j - r_i| of each pair under the minimum image, [B, A, 3] -> [B, P]."""
+    return pair_distances(minimum_image_separations(positions, pairs, box_length), real, box_length)
 
 
 def lennard_jones_energy(r: Tensor, r_cutoff: float) -> Tensor:
@@ -100,36 +115,97 @@ def radial_basis(r: Tensor, r_cutoff: float) -> Tensor:
     return gaussians * smooth_cutoff(r, r_cutoff).unsqueeze(-1)
 
 
+def pair_features(r: Tensor, r_cutoff: float) -> Tensor:
+    """What a pair at distance r adds to each of its atoms: half its LJ energy and its radial
+    basis, [..., P] -> [..., P, DESCRIPTORS_PER_ATOM - 1]."""
+    return torch.cat([0.5 * lennard_jones_energy(r, r_cutoff).unsqueeze(-1), radial_basis(r, r_cutoff)], dim=-1)
+
+
+def to_both_atoms(per_pair: Tensor, pairs: Tensor, atoms: int, sign: float = 1.0) -> Tensor:
+    """Sum per-pair values [B, P, ...] onto the atoms [B, A, ...]: each pair's value goes to its
+    second atom and sign times it to its first (padding pairs (0, 0) must carry zeros)."""
+    index = pairs.reshape(*pairs.shape, *(1,) * (per_pair.dim() - 2))
+    summed = torch.zeros(per_pair.shape[0], atoms, *per_pair.shape[2:], dtype=per_pair.dtype, device=per_pair.device)
+    summed = summed.scatter_add(1, index[:, :, 1].expand_as(per_pair), per_pair)
+    return summed.scatter_add(1, index[:, :, 0].expand_as(per_pair), sign * per_pair)
+
+
+def with_kinetic(environment: Tensor, kinetic: Tensor) -> Tensor:
+    """Per-atom descriptors in their order: the pair-summed ones with the kinetic one at KINETIC."""
+    return torch.cat([environment[..., :KINETIC], kinetic, environment[..., KINETIC:]], dim=-1)
+
+
+def split_state(x: Tensor, atoms: int) -> tuple[Tensor, Tensor]:
+    """Positions and velocities [B, A, 3] of states [B, N]."""
+    return x[:, : 3 * atoms].reshape(len(x), atoms, 3), x[:, 3 * atoms :].reshape(len(x), atoms, 3)
+
+
 def per_atom_descriptors(x: Tensor, pairs: Tensor, real: Tensor, box: ParticleBox) -> Tensor:
     """[B, N] -> [B, A, DESCRIPTORS_PER_ATOM]: each atom's LJ pair energy (half the sum over
     its neighbours), kinetic energy |v|^2 / 2 (m = 1) and radial basis summed over neighbours."""
-    batch = x.shape[0]
-    positions = x[:, : 3 * box.atoms].reshape(batch, box.atoms, 3)
-    velocities = x[:, 3 * box.atoms :].reshape(batch, box.atoms, 3)
+    positions, velocities = split_state(x, box.atoms)
     r = minimum_image_distances(positions, pairs, real, box.box_length)
-    per_pair = torch.cat([0.5 * lennard_jones_energy(r, box.r_cutoff).unsqueeze(-1), radial_basis(r, box.r_cutoff)], dim=-1)
-    environment = torch.zeros(batch, box.atoms, per_pair.shape[-1], dtype=x.dtype, device=x.device)
-    for end in (0, 1):  # a pair adds to both of its atoms; padding (r = box_length) adds 0
-        environment = environment.scatter_add(1, pairs[..., end : end + 1].expand_as(per_pair), per_pair)
-    kinetic = 0.5 * velocities.square().sum(-1, keepdim=True)
-    return torch.cat([environment[..., :1], kinetic, environment[..., 1:]], dim=-1)
+    environment = to_both_atoms(pair_features(r, box.r_cutoff), pairs, box.atoms)  # padding: r beyond r_c adds 0
+    return with_kinetic(environment, 0.5 * velocities.square().sum(-1, keepdim=True))
+
+
+def atom_moments(descriptors: Tensor) -> Tensor:
+    """[..., DESCRIPTORS_PER_ATOM] -> [..., POOLED_FEATURES]: the descriptors D and their
+    products D_p D_q (p <= q), whose means over atoms are the pooled descriptors."""
+    first, second = torch.triu_indices(DESCRIPTORS_PER_ATOM, DESCRIPTORS_PER_ATOM, device=descriptors.device)
+    return torch.cat([descriptors, descriptors[..., first] * descriptors[..., second]], dim=-1)
 
 
 def pooled_descriptors(x: Tensor, pairs: Tensor, real: Tensor, box: ParticleBox) -> Tensor:
-    """[..., N] -> [..., POOLED_FEATURES]: means and mean products D_p D_q (p <= q) over atoms
-    of the per-atom descriptors D; pairs [..., P, 2] and real [..., P] share x's leading dims."""
+    """[..., N] -> [..., POOLED_FEATURES]: means over atoms of atom_moments; pairs [..., P, 2]
+    and real [..., P] share x's leading dims."""
     lead = x.shape[:-1]
     descriptors = per_atom_descriptors(
         x.reshape(-1, x.shape[-1]), pairs.reshape(-1, *pairs.shape[-2:]), real.reshape(-1, real.shape[-1]), box
     )
-    first, second = torch.triu_indices(DESCRIPTORS_PER_ATOM, DESCRIPTORS_PER_ATOM, device=x.device)
-    products = (descriptors[..., first] * descriptors[..., second]).mean(1)
-    return torch.cat([descriptors.mean(1), products], dim=-1).reshape(*lead, POOLED_FEATURES)
+    return atom_moments(descriptors).mean(1).reshape(*lead, POOLED_FEATURES)
+
+
+def moment_slopes(descriptors: Tensor, tangent: Tensor) -> Tensor:
+    """d atom_moments along `tangent` at `descriptors` (both [..., DESCRIPTORS_PER_ATOM]):
+    (t, t_p D_q + D_p t_q); linear in the descriptors, so a sum of two atoms' slopes is the
+    slope at their sum with twice the tangent's first block."""
+    first, second = torch.triu_indices(DESCRIPTORS_PER_ATOM, DESCRIPTORS_PER_ATOM, device=descriptors.device)
+    return torch.cat([tangent, tangent[..., first] * descriptors[..., second] + descriptors[..., first] * tangent[..., second]], dim=-1)
+
+
+def pooled_pull_back(rows: Tensor | None, x: Tensor, pairs: Tensor, real: Tensor, box: ParticleBox) -> Tensor:
+    """rows @ dD/dx for the pooled descriptors D, in closed form: rows [B, k, POOLED_FEATURES]
+    (None: the identity, giving dD/dx itself), x [B, N] -> [B, k, N].
+
+    A pair p = (i, j) moves D through its distance only: dD/dr_p = (dm(d_i) + dm(d_j)) f'(r_p) / A,
+    with m = atom_moments, d the per-atom descriptors and f = pair_features; dr_p/dx_j = u_p =
+    -dr_p/dx_i (u_p the unit separation). A velocity moves D through its atom's kinetic energy:
+    dD/dv_a = dm(d_a)[KINETIC] v_a / A. One pass over the pairs serves every row at once; the
+    rows are applied before the pairs are spread over atoms, so few rows cost little.
+    """
+    positions, velocities = split_state(x, box.atoms)
+    separations = minimum_image_separations(positions, pairs, box.box_length)
+    r = pair_distances(separations, real, box.box_length)
+    features, feature_slopes = jvp(lambda r: pair_features(r, box.r_cutoff), (r,), (torch.ones_like(r),))
+    descriptors = with_kinetic(to_both_atoms(features, pairs, box.atoms), 0.5 * velocities.square().sum(-1, keepdim=True))
+    tangent = with_kinetic(feature_slopes, torch.zeros_like(r).unsqueeze(-1))
+    both_ends = sum(torch.take_along_dim(descriptors, pairs[..., end : end + 1], dim=1) for end in (0, 1))
+    along_r = moment_slopes(both_ends, tangent)  # dm(d_i) t + dm(d_j) t, but for the first block:
+    along_r[..., :DESCRIPTORS_PER_ATOM] *= 2.0
+    kinetic_tangent = torch.zeros_like(descriptors).index_fill_(-1, torch.tensor([KINETIC], device=x.device), 1.0)
+    along_v = moment_slopes(descriptors, kinetic_tangent)  # [B, A, F]
+    if rows is not None:
+        along_r, along_v = along_r @ rows.mT, along_v @ rows.mT
+    units = torch.where(real.unsqueeze(-1), separations / r.unsqueeze(-1), 0.0)
+    d_positions = to_both_atoms(along_r.unsqueeze(-1) * units.unsqueeze(-2), pairs, box.atoms, sign=-1.0)
+    d_velocities = along_v.unsqueeze(-1) * velocities.unsqueeze(-2)
+    return torch.cat([d_positions, d_velocities], dim=1).permute(0, 2, 1, 3).reshape(len(x), along_v.shape[-1], -1) / box.atoms
 
 
 class PooledDescriptors(nn.Module):
     """The particle encoder's input map: x -> pooled descriptors, with its neighbour pairs as
-    constants (`constants`) and the configurations one Jacobian pass can hold (`samples_per_pass`)."""
+    constants (`constants`) and its Jacobian in closed form (`pull_back`)."""
 
     size = POOLED_FEATURES
 
@@ -143,8 +219,11 @@ class PooledDescriptors(nn.Module):
     def forward(self, x: Tensor, pairs: Tensor, real: Tensor) -> Tensor:
         return pooled_descriptors(x, pairs, real, self.box)
 
-    def samples_per_pass(self, latent_dim: int) -> int:
-        """Configurations whose Jacobian rows fit one pass: the reverse pass holds latent_dim
-        copies of [pairs, RADIAL_BASIS] per configuration (half pairs ~ atoms 2/3 pi r_c^3 rho)."""
-        pairs = self.box.atoms * (2.0 / 3.0) * math.pi * self.box.r_cutoff**3 * self.box.density
-        return max(1, int(PASS_BYTES // (8 * latent_dim * pairs * (RADIAL_BASIS + 1))))
+    def pull_back(self, rows: Tensor | None, x: Tensor, pairs: Tensor, real: Tensor) -> Tensor:
+        """rows @ d inputs / dx (pooled_pull_back; rows None: the Jacobian itself), in passes
+        that keep the per-pair intermediates within PASS_BYTES (half pairs ~ atoms 2/3 pi r_c^3 rho)."""
+        pairs_per_state = self.box.atoms * (2.0 / 3.0) * math.pi * self.box.r_cutoff**3 * self.box.density
+        per_pass = max(1, int(PASS_BYTES // (8 * PAIR_JACOBIAN_COPIES * 3 * POOLED_FEATURES * pairs_per_state)))
+        parts = zip(*(part.split(per_pass) for part in (x, pairs, real)))
+        row_parts = [None] * len(x) if rows is None else rows.split(per_pass)
+        return torch.cat([pooled_pull_back(part_rows, *part, self.box) for part_rows, part in zip(row_parts, parts)])

@@ -35,9 +35,9 @@ SAMPLE_RATE = 1e6  # state values read per second to compute partial forces
 LAYER_RATE = 1e8  # multiply-adds per second through an autoencoder's first layer
 TRAIN_RATE = 5e3  # latent-model samples per second and member (forward and backward)
 ROLLOUT_RATE = 1e3  # latent RK4 steps per second (batched over trajectories)
-# (atom, latent row) pairs of the particle encoder's Jacobian per second: measured 4e4-7e4 at 256 to
-# 2 700 atoms, d = 4 and 32, one thread (benchmarks/particle_encoder_cost.md)
-PARTICLE_JACOBIAN_RATE = 1e4
+# atoms per second of the particle encoder's closed-form Jacobian (descriptors.pooled_pull_back, every
+# row at once): 800 atoms took 0.25-0.43 s per state on the 2-core CPU at load average 3.4
+PARTICLE_JACOBIAN_RATE = 1.5e3
 
 
 class Need(NamedTuple):
@@ -89,19 +89,20 @@ def sample_load(size: Sizes, spec: dict, p: float) -> tuple[float, float]:
 
 def jacobian_seconds(size: Sizes, closure: dict) -> float:
     """Seconds for one state's encoder Jacobian where it dominates (the particle encoder: linear
-    in atoms and latent rows); 0 for the MLP encoder, whose cost its first layer bounds."""
+    in atoms); 0 for the MLP encoder, whose cost its first layer bounds."""
     if closure.get("encoder") != "particles":
         return 0.0
-    return size.units * closure["latent_dim"] / PARTICLE_JACOBIAN_RATE
+    return size.units / PARTICLE_JACOBIAN_RATE
 
 
 def closure_load(size: Sizes, spec: dict) -> tuple[float, float]:
     """Bytes and seconds: the float32 training states; every epoch passes them through the first
-    layer and takes each one's Jacobian for the condition penalty."""
+    layer (and takes the MLP encoder's Jacobians); the particle encoder's Jacobians are taken once
+    per state (closure.input_grams)."""
     settings = spec["closure"]
     states = min(settings["configurations"], spec["simulate"]["trajectories"]["train"] * size.frames)
-    per_state = size.dof * settings["hidden"][0] / LAYER_RATE + jacobian_seconds(size, settings)
-    return states * size.dof * 4, settings["epochs"] * states * per_state
+    per_epoch = size.dof * settings["hidden"][0] / LAYER_RATE
+    return states * size.dof * 4, states * (settings["epochs"] * per_epoch + jacobian_seconds(size, settings))
 
 
 def train_load(size: Sizes, spec: dict, p: float) -> tuple[float, float]:
