@@ -4,6 +4,9 @@ import torch
 from macroclosure.closure import (
     Autoencoder,
     autoencoder_loss,
+    closure_data,
+    closure_net_jacobian,
+    latent_gram,
     condition_number,
     encoder_jacobian,
     fit_autoencoder,
@@ -64,12 +67,24 @@ def test_encoder_jacobian_matches_autograd():
 
 def test_condition_penalty_is_differentiable_in_parameters():
     model = make_model()
-    losses = autoencoder_loss(model, torch.randn(8, N_DOF), condition_weight=1.0)
+    x = torch.randn(8, N_DOF)
+    losses = autoencoder_loss(model, closure_data(model, x, 4), condition_weight=1.0)
     losses["condition"].backward()
     # biases of the last layer shift z but leave J unchanged, so only weights must get gradients
     grads = [p.grad for name, p in model.closure_net.named_parameters() if name.endswith("weight")]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_the_closure_losss_gram_is_j_jt():
+    """The closure loss's J J^T from the once-per-state ClosureData equals that of J itself
+    (MLP encoder: the inputs' Jacobian is the identity)."""
+    model = make_model().double()
+    x = torch.randn(5, N_DOF, dtype=torch.float64)
+    J = encoder_jacobian(model, x)
+    with torch.no_grad():
+        gram = latent_gram(closure_data(model, x, 2), closure_net_jacobian(model, model.standardised_inputs(x)))
+    torch.testing.assert_close(gram, J @ J.mT, rtol=1e-12, atol=1e-12)
 
 
 def test_pseudo_inverse_is_a_right_inverse():
@@ -106,9 +121,9 @@ def test_penalty_vanishes_for_perfect_conditioning():
     torch.manual_seed(0)
     model = Autoencoder(N_DOF, 4, lambda x: x @ projection.T, 2, hidden=(8,)).double()
     x = torch.randn(6, N_DOF, generator=generator, dtype=torch.float64)
-    losses = autoencoder_loss(model, x, condition_weight=10.0, penalty_rows=slice(0, 2))
+    losses = autoencoder_loss(model, closure_data(model, x, 6), condition_weight=10.0, penalty_rows=slice(0, 2))
     assert losses["condition"] < 1e-20
-    unpenalised = autoencoder_loss(model, x, condition_weight=10.0)
+    unpenalised = autoencoder_loss(model, closure_data(model, x, 6), condition_weight=10.0)
     assert unpenalised["condition"] > 0
     torch.testing.assert_close(
         unpenalised["total"], unpenalised["reconstruction"] + 10.0 * unpenalised["condition"]

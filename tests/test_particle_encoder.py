@@ -19,7 +19,8 @@ from macroclosure.closure import (
     Autoencoder,
     build_autoencoder,
     encoder_jacobian,
-    input_grams,
+    closure_data,
+    closure_net_jacobian,
     latent_gram,
     load_closure,
     run_closure,
@@ -129,12 +130,12 @@ def test_the_closed_form_jacobian_equals_reverse_mode_autograd(model, states):
     torch.testing.assert_close(encoder_jacobian(model, states, constants), reference, rtol=0, atol=1e-10 * reference.abs().max().item())
 
 
-def test_the_closure_penalty_gram_from_input_grams_equals_j_jt(model, states):
-    """latent_gram from the once-per-state input_grams is J J^T, so the condition penalty does
-    not change with the factoring."""
-    constants = model.constants(states)
-    J = encoder_jacobian(model, states, constants)
-    gram = latent_gram(model, states, constants, input_grams(model, states, batch_size=2))
+def test_the_closure_losss_gram_from_closure_data_equals_j_jt(model, states):
+    """J J^T from the once-per-state Gram blocks (ClosureData) is that of J itself, so the
+    condition penalty does not change with the factoring."""
+    J = encoder_jacobian(model, states)
+    with torch.no_grad():
+        gram = latent_gram(closure_data(model, states, 2), closure_net_jacobian(model, model.standardised_inputs(states)))
     torch.testing.assert_close(gram, J @ J.mT, rtol=1e-10, atol=1e-10 * (J @ J.mT).abs().max().item())
 
 

@@ -9,6 +9,7 @@ the pseudo-inverse J^+ used by the micro-space losses stays well behaved.
 import json
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -116,10 +117,10 @@ def observable_jacobian(model: Autoencoder, x: Tensor) -> Tensor:
     return vmap(jacrev(model.observables))(x)
 
 
-def closure_net_jacobian(model: Autoencoder, x: Tensor, constants: tuple[Tensor, ...]) -> Tensor:
-    """d closure_net / d inputs [B, d - n_observables, inputs.size], standardisation included;
-    differentiable w.r.t. parameters."""
-    return vmap(jacrev(model.closure_net))(model.standardised_inputs(x, *constants)) / model.x_std
+def closure_net_jacobian(model: Autoencoder, standardised: Tensor) -> Tensor:
+    """d closure_net / d inputs [B, d - n_observables, inputs.size] at the standardised inputs,
+    standardisation included; differentiable w.r.t. parameters."""
+    return vmap(jacrev(model.closure_net))(standardised) / model.x_std
 
 
 def encoder_jacobian(model: Autoencoder, x: Tensor, constants: tuple[Tensor, ...] | None = None) -> Tensor:
@@ -130,40 +131,56 @@ def encoder_jacobian(model: Autoencoder, x: Tensor, constants: tuple[Tensor, ...
     (particle encoder). The inputs' constants are computed here unless given.
     """
     constants = model.constants(x) if constants is None else constants
-    closure_rows = model.inputs.pull_back(closure_net_jacobian(model, x, constants), x, *constants)
+    closure_rows = closure_net_jacobian(model, model.standardised_inputs(x, *constants))
+    closure_rows = model.inputs.pull_back(closure_rows, x, *constants)
     return torch.cat([observable_jacobian(model, x), closure_rows], dim=1)
 
 
-def input_grams(model: Autoencoder, x: Tensor, batch_size: int) -> Tensor | None:
-    """Per state, the Gram matrix A A^T of A = d (observables, inputs) / dx, [S, m + F, m + F],
-    where the inputs have a Jacobian of their own (the particle encoder's F descriptors); None
-    for the MLP encoder, whose A would be N x N.
+class ClosureData(NamedTuple):
+    """What the closure loss reads of each training state, computed once (`closure_data`): none
+    of it holds parameters, so an epoch never passes over the microscopic state again.
 
-    A holds no parameters, so J J^T = B (A A^T) B^T with B = diag(I, d closure_net / d inputs)
-    (latent_gram) costs an epoch no pass over the atoms: A A^T is computed once per state.
+    With A_o = d observables / dx and A_i = d inputs / dx, J = (A_o; G A_i), G = d closure_net /
+    d inputs, and J J^T needs only the Gram blocks below. For the MLP encoder A_i is x's identity,
+    so the cross block is A_o itself and the inputs' block is the identity (None).
     """
-    grams = []
+
+    observables: Tensor  # phi*(x) [S, m]
+    inputs: Tensor  # what the closure net reads, unstandardised [S, F]
+    observable_gram: Tensor  # A_o A_o^T [S, m, m]
+    cross_gram: Tensor  # A_o A_i^T [S, m, F]
+    inputs_gram: Tensor | None  # A_i A_i^T [S, F, F]; None: the identity
+
+    def __getitem__(self, rows):
+        """The data of some states (an index tensor), or a field by position (an int)."""
+        if isinstance(rows, int):
+            return tuple.__getitem__(self, rows)
+        return ClosureData(*(None if part is None else part[rows] for part in self))
+
+
+def closure_data(model: Autoencoder, x: Tensor, batch_size: int) -> ClosureData:
+    """ClosureData of the states x, batch by batch and without gradients."""
+    parts = []
     with torch.no_grad():
         for batch in x.split(batch_size):
-            inputs_jacobian = model.inputs.pull_back(None, batch, *model.constants(batch))
-            if inputs_jacobian is None:
-                return None
-            rows = torch.cat([observable_jacobian(model, batch), inputs_jacobian], dim=1)
-            grams.append(rows @ rows.mT)
-    return torch.cat(grams)
+            constants = model.constants(batch)
+            observable_rows = observable_jacobian(model, batch)
+            inputs_jacobian = model.inputs.pull_back(None, batch, *constants)
+            cross = observable_rows if inputs_jacobian is None else observable_rows @ inputs_jacobian.mT
+            parts.append(ClosureData(
+                model.observables(batch), model.inputs(batch, *constants), observable_rows @ observable_rows.mT, cross,
+                None if inputs_jacobian is None else inputs_jacobian @ inputs_jacobian.mT,
+            ))
+    return ClosureData(*(None if part[0] is None else torch.cat(part) for part in zip(*parts)))
 
 
-def latent_gram(model: Autoencoder, x: Tensor, constants: tuple[Tensor, ...], grams: Tensor | None) -> Tensor:
-    """J J^T [B, d, d], from the states' input_grams when given, else from J itself."""
-    if grams is None:
-        J = encoder_jacobian(model, x, constants)
-        return J @ J.mT
-    closure_rows = closure_net_jacobian(model, x, constants)
-    m = model.n_observables
-    factor = torch.zeros(len(x), model.latent_dim, grams.shape[-1], dtype=closure_rows.dtype, device=x.device)
-    factor[:, :m, :m] = torch.eye(m, dtype=closure_rows.dtype, device=x.device)
-    factor[:, m:, m:] = closure_rows
-    return factor @ grams @ factor.mT
+def latent_gram(data: ClosureData, closure_rows: Tensor) -> Tensor:
+    """J J^T [B, d, d] from the states' Gram blocks and G = d closure_net / d inputs [B, k, F]:
+    ((A_o A_o^T, A_o A_i^T G^T), (G A_i A_o^T, G A_i A_i^T G^T))."""
+    top = torch.cat([data.observable_gram, data.cross_gram @ closure_rows.mT], dim=-1)
+    inner = closure_rows @ (closure_rows.mT if data.inputs_gram is None else data.inputs_gram @ closure_rows.mT)
+    bottom = torch.cat([top[..., data.observable_gram.shape[-1] :].mT, inner], dim=-1)
+    return torch.cat([top, bottom], dim=-2)
 
 
 def gram_condition_number(gram: Tensor, rows: slice | None = None) -> Tensor:
@@ -181,14 +198,14 @@ def condition_number(J: Tensor, rows: slice | None = None) -> Tensor:
 
 
 def autoencoder_loss(
-    model: Autoencoder, x: Tensor, condition_weight: float, penalty_rows: slice | None = None, grams: Tensor | None = None
+    model: Autoencoder, data: ClosureData, condition_weight: float, penalty_rows: slice | None = None
 ) -> dict[str, Tensor]:
-    """Reconstruction MSE of the standardised inputs + condition_weight * mean (kappa - 1)^2;
-    `grams` are the states' input_grams where the encoder has them."""
-    constants = model.constants(x)
-    residual = model.decode(model.encode(x, *constants)) - model.standardised_inputs(x, *constants)
-    reconstruction = residual.square().mean()
-    kappa = gram_condition_number(latent_gram(model, x, constants, grams), penalty_rows)
+    """Reconstruction MSE of the standardised inputs + condition_weight * mean (kappa - 1)^2,
+    on states given by their ClosureData."""
+    standardised = (data.inputs - model.x_mean) / model.x_std
+    z = torch.cat([data.observables, model.closure_net(standardised)], dim=-1)
+    reconstruction = (model.decode(z) - standardised).square().mean()
+    kappa = gram_condition_number(latent_gram(data, closure_net_jacobian(model, standardised)), penalty_rows)
     condition = (kappa - 1).square().mean()
     return {
         "total": reconstruction + condition_weight * condition,
@@ -226,13 +243,13 @@ def fit_autoencoder(
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    grams = input_grams(model, x_train, batch_size)
+    data = closure_data(model, x_train, batch_size)
     history = []
     bar = tqdm(range(1, epochs + 1), desc="autoencoder", disable=not progress, mininterval=2.0)
     for epoch in bar:
         sums = {"total": 0.0, "reconstruction": 0.0, "condition": 0.0}
         for batch in torch.randperm(len(x_train), generator=generator).split(batch_size):
-            losses = autoencoder_loss(model, x_train[batch], condition_weight, penalty_rows, None if grams is None else grams[batch])
+            losses = autoencoder_loss(model, data[batch], condition_weight, penalty_rows)
             optimizer.zero_grad()
             losses["total"].backward()
             optimizer.step()

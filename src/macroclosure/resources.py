@@ -96,13 +96,14 @@ def jacobian_seconds(size: Sizes, closure: dict) -> float:
 
 
 def closure_load(size: Sizes, spec: dict) -> tuple[float, float]:
-    """Bytes and seconds: the float32 training states; every epoch passes them through the first
-    layer (and takes the MLP encoder's Jacobians); the particle encoder's Jacobians are taken once
-    per state (closure.input_grams)."""
+    """Bytes and seconds: the float32 training states and their closure.ClosureData (for the MLP
+    encoder the inputs and the observables' Jacobian, each as large as the states); every epoch
+    passes the inputs through the first layer, and the particle encoder's Jacobians are taken once
+    per state."""
     settings = spec["closure"]
     states = min(settings["configurations"], spec["simulate"]["trajectories"]["train"] * size.frames)
     per_epoch = size.dof * settings["hidden"][0] / LAYER_RATE
-    return states * size.dof * 4, states * (settings["epochs"] * per_epoch + jacobian_seconds(size, settings))
+    return 3 * states * size.dof * 4, states * (settings["epochs"] * per_epoch + jacobian_seconds(size, settings))
 
 
 def train_load(size: Sizes, spec: dict, p: float) -> tuple[float, float]:
