@@ -158,11 +158,13 @@ class ClosureData(NamedTuple):
         return ClosureData(*(None if part is None else part[rows] for part in self))
 
 
-def closure_data(model: Autoencoder, x: Tensor, batch_size: int) -> ClosureData:
-    """ClosureData of the states x, batch by batch and without gradients."""
+def closure_data(model: Autoencoder, x: Tensor, batch_size: int, progress: bool = False) -> ClosureData:
+    """ClosureData of the states x, batch by batch and without gradients (a progress bar when
+    `progress`: for the particle encoder this is the closure's longest part)."""
     parts = []
+    batches = tqdm(x.split(batch_size), desc="closure inputs and Jacobians", disable=not progress, mininterval=2.0)
     with torch.no_grad():
-        for batch in x.split(batch_size):
+        for batch in batches:
             constants = model.constants(batch)
             observable_rows = observable_jacobian(model, batch)
             inputs_jacobian = model.inputs.pull_back(None, batch, *constants)
@@ -243,7 +245,7 @@ def fit_autoencoder(
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    data = closure_data(model, x_train, batch_size)
+    data = closure_data(model, x_train, batch_size, progress)
     history = []
     bar = tqdm(range(1, epochs + 1), desc="autoencoder", disable=not progress, mininterval=2.0)
     for epoch in bar:
