@@ -16,6 +16,7 @@ import argparse
 import datetime
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -68,11 +69,14 @@ def cpu_pins():
     return read_pins(ENVS / "constraints.txt") | read_pins(ENVS / "requirements.txt")
 
 
+def with_cuda_jax(pins):
+    """`pins` with jax asking for its CUDA extra (the plugin and pip's CUDA libraries)."""
+    return pins | {"jax": pins["jax"].replace("jax==", f"jax[{CUDA_EXTRA}]==", 1)}
+
+
 def cuda_pins():
     """Every requirement of the CUDA env: the CPU pins, jax with its CUDA extra, the CUDA stack."""
-    pins = cpu_pins()
-    pins["jax"] = pins["jax"].replace("jax==", f"jax[{CUDA_EXTRA}]==", 1)
-    return pins | read_pins(CUDA_PINS)
+    return with_cuda_jax(cpu_pins()) | read_pins(CUDA_PINS)
 
 
 def cuda_majors(pins):
@@ -134,11 +138,10 @@ def resolve_cuda_stack():
     It resolves the direct pins with jax[cuda13], under envs/constraints.txt, as a fresh
     Linux x86_64 Python 3.11 install would, and records every package the CPU pins lack.
     """
-    if sys.version_info[:2] != (3, 11) or sys.platform != "linux":
+    if sys.version_info[:2] != (3, 11) or sys.platform != "linux" or platform.machine() != "x86_64":
         sys.exit("--resolve needs Python 3.11 on Linux x86_64, the CUDA env's platform")
     cpu = cpu_pins()
-    direct = read_pins(ENVS / "requirements.txt")
-    direct["jax"] = direct["jax"].replace("jax==", f"jax[{CUDA_EXTRA}]==", 1)
+    direct = with_cuda_jax(read_pins(ENVS / "requirements.txt"))
     with tempfile.TemporaryDirectory() as tmp:
         requirements = Path(tmp) / "requirements.txt"
         requirements.write_text("\n".join(direct.values()) + "\n")
