@@ -164,7 +164,7 @@ def main():
     """Rewrite the env files (after re-recording the CUDA stack with --resolve)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--resolve", action="store_true",
-                        help="re-record envs/constraints-cuda.txt from PyPI first (about a minute)")
+                        help="re-record envs/constraints-cuda.txt from PyPI first (one to two minutes)")
     if parser.parse_args().resolve:
         resolve_cuda_stack()
     for path, text in env_files().items():
