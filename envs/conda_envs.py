@@ -14,6 +14,7 @@ tests/test_envs.py fails when an env file differs from what this script writes.
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -77,6 +78,17 @@ def with_cuda_jax(pins):
 def cuda_pins():
     """Every requirement of the CUDA env: the CPU pins, jax with its CUDA extra, the CUDA stack."""
     return with_cuda_jax(cpu_pins()) | read_pins(CUDA_PINS)
+
+
+def pins_digest():
+    """A digest of the CPU pins, which the recorded CUDA stack was resolved under."""
+    return hashlib.sha256("\n".join(sorted_pins(cpu_pins())).encode()).hexdigest()[:16]
+
+
+def recorded_digest():
+    """The digest of the CPU pins that constraints-cuda.txt was resolved under."""
+    found = re.search(r"^# resolved under the pins of digest (\w+)", CUDA_PINS.read_text(), re.MULTILINE)
+    return found and found.group(1)
 
 
 def cuda_majors(pins):
@@ -156,7 +168,8 @@ def resolve_cuda_stack():
         "# The CUDA stack that envs/macroclosure-cuda.yaml adds to envs/constraints.txt: what pip\n"
         f"# resolved from PyPI for envs/requirements.txt with jax[{CUDA_EXTRA}] on "
         f"{datetime.date.today()} (Linux x86_64,\n# Python 3.11), recorded by "
-        "`python envs/conda_envs.py --resolve`.\n" + "\n".join(added) + "\n"
+        "`python envs/conda_envs.py --resolve`.\n"
+        f"# resolved under the pins of digest {pins_digest()}\n" + "\n".join(added) + "\n"
     )
 
 
@@ -167,6 +180,8 @@ def main():
                         help="re-record envs/constraints-cuda.txt from PyPI first (one to two minutes)")
     if parser.parse_args().resolve:
         resolve_cuda_stack()
+    elif recorded_digest() != pins_digest():
+        sys.exit("envs/constraints-cuda.txt was resolved under other pins: run with --resolve")
     for path, text in env_files().items():
         path.write_text(text)
         print(f"wrote {path.relative_to(ENVS.parent)}")

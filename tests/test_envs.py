@@ -61,6 +61,12 @@ def test_env_files_are_the_ones_written_from_the_pin_files():
         assert path.read_text() == text, f"{path.name} is stale: run `python envs/conda_envs.py`"
 
 
+def test_cuda_stack_was_resolved_under_the_pins_of_today():
+    assert conda_envs.recorded_digest() == conda_envs.pins_digest(), (
+        "envs/constraints-cuda.txt was resolved under other pins: run `python envs/conda_envs.py --resolve`"
+    )
+
+
 @pytest.mark.parametrize("name", ENV_FILES)
 def test_pip_section_pins_every_package_and_reaches_nothing_by_a_relative_path(name, tmp_path):
     requirements = copied_as_snakemake_does(name, tmp_path)
