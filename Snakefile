@@ -28,6 +28,9 @@ SYSTEMS = list(config["systems"])
 # the CUDA environment under `--sdm conda` (it falls back to the CPU where there is none).
 GPUS = 0 if config["device"] == "cpu" else 1
 ENVIRONMENT = str(Path(workflow.basedir) / "envs" / ("macroclosure.yaml" if GPUS == 0 else "macroclosure-cuda.yaml"))
+# Their pip sections install this package editable from ${MACROCLOSURE_SOURCE}: Snakemake
+# builds an env from a copy of its file, from where no relative path leads back here.
+os.environ["MACROCLOSURE_SOURCE"] = workflow.basedir
 
 
 wildcard_constraints:
