@@ -87,6 +87,17 @@ def test_the_closure_losss_gram_is_j_jt():
     torch.testing.assert_close(gram, J @ J.mT, rtol=1e-12, atol=1e-12)
 
 
+def test_the_l_z_target_from_one_forward_pass_is_j_f():
+    """train.latent_rate (a jvp along the force) gives z and J f, as J itself would."""
+    from macroclosure.train import latent_rate
+
+    model = make_model().double()
+    x, force = torch.randn(2, 5, N_DOF, dtype=torch.float64)
+    z, rate = latent_rate(model, x, force)
+    torch.testing.assert_close(z, model.encode(x), rtol=0, atol=1e-14)
+    torch.testing.assert_close(rate, torch.einsum("bdn,bn->bd", encoder_jacobian(model, x), force), rtol=1e-12, atol=1e-12)
+
+
 def test_pseudo_inverse_is_a_right_inverse():
     model = make_model().double()
     J = encoder_jacobian(model, torch.randn(5, N_DOF, dtype=torch.float64))

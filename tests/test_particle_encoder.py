@@ -31,7 +31,7 @@ from macroclosure.sampling import sample
 from macroclosure.simulate import simulate
 from macroclosure.systems import build_system
 from macroclosure.systems import lennard_jones as lj
-from macroclosure.train import train
+from macroclosure.train import latent_rate, train
 
 ATOMS = 128
 
@@ -137,6 +137,14 @@ def test_the_closure_losss_gram_from_closure_data_equals_j_jt(model, states):
     with torch.no_grad():
         gram = latent_gram(closure_data(model, states, 2), closure_net_jacobian(model, model.standardised_inputs(states)))
     torch.testing.assert_close(gram, J @ J.mT, rtol=1e-10, atol=1e-10 * (J @ J.mT).abs().max().item())
+
+
+def test_the_l_z_target_from_one_forward_pass_is_j_f(model, states):
+    """train.latent_rate's jvp through the descriptors gives J f for the particle encoder too."""
+    force = torch.randn(states.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    _, rate = latent_rate(model, states, force)
+    expected = torch.einsum("bdn,bn->bd", encoder_jacobian(model, states), force)
+    torch.testing.assert_close(rate, expected, rtol=1e-10, atol=1e-10 * expected.abs().max().item())
 
 
 def test_the_decoder_reconstructs_the_standardised_descriptors(model, states):

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.func import jvp
 from tqdm import tqdm
 
 from macroclosure.closure import Autoencoder, encoder_jacobian, load_closure, pseudo_inverse_rows
@@ -26,6 +27,13 @@ from macroclosure.runtime import log, provenance, torch_device
 from macroclosure.store import StoreError, atomic_directory, open_store, read, read_states
 
 JACOBIAN_BYTES = 256 * 2**20  # memory for one batch of float64 encoder Jacobians
+
+
+def latent_rate(encoder: Autoencoder, x: torch.Tensor, force: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """z and its rate J f along the full force f, [B, N] -> [B, d] each: one forward-mode pass
+    (torch.func.jvp) instead of the d rows of J."""
+    constants = encoder.constants(x)
+    return jvp(lambda states: encoder.encode(states, *constants), (x,), (force,))
 
 
 def training_tensors(autoencoder: Autoencoder, trajectories, forces, loss: str) -> dict[str, torch.Tensor]:
@@ -48,13 +56,13 @@ def training_tensors(autoencoder: Autoencoder, trajectories, forces, loss: str) 
         rows = batch.numpy()
         x = torch.as_tensor(read_states(trajectories, trajectory[rows], time_index[rows]), dtype=torch.float64)
         with torch.no_grad():
-            jacobian = encoder_jacobian(encoder, x)
-            values = {"z": encoder.encode(x).float()}
             if loss == "L_z":
                 full_force = torch.zeros_like(x).scatter_(1, index[batch], force[batch])
-                values["target"] = torch.einsum("bdn,bn->bd", jacobian, full_force).float()
+                z, rate = latent_rate(encoder, x, full_force)
+                values = {"z": z.float(), "target": rate.float()}
             else:
-                values |= micro_moments(pseudo_inverse_rows(jacobian, index[batch]), force[batch])
+                values = {"z": encoder.encode(x).float()}
+                values |= micro_moments(pseudo_inverse_rows(encoder_jacobian(encoder, x), index[batch]), force[batch])
         for name, value in values.items():
             parts.setdefault(name, []).append(value)
     return {name: torch.cat(values) for name, values in parts.items()}
