@@ -87,8 +87,8 @@ def built_in_systems() -> list[str]:
 def register(name: str, module: str) -> None:
     """Make `name` the system of the importable `module` in this process (a config's `module:`
     key); raises ValueError where the module cannot be imported or is not a system."""
+    _checked(module, name)
     _registered[name] = module
-    plugin(name)
 
 
 def known_systems() -> list[str]:
@@ -103,9 +103,12 @@ def module_of(name: str) -> str:
 
 
 def plugin(name: str) -> ModuleType:
-    """The module of system `name` (built in, registered, or importable by that name), checked
-    to provide what a system must."""
-    module = f"macroclosure.systems.{name}" if name in built_in_systems() else module_of(name)
+    """The module of system `name`: built in, registered, or importable by that name."""
+    return _checked(f"macroclosure.systems.{name}" if name in built_in_systems() else module_of(name), name)
+
+
+def _checked(module: str, name: str) -> ModuleType:
+    """The imported `module`, checked to provide what a system must; ValueError where not."""
     try:
         found = importlib.import_module(module)
     except ImportError as error:
