@@ -156,7 +156,7 @@ class Run(NamedTuple):
 
 
 RUN_PATH = re.compile(
-    r"(?P<system>[a-z_]+)/size(?P<size>\d+)/evaluation/(?P<model>[a-z]+)_(?P<loss>L_[a-z]+)_(?P<subset>[pk][0-9.e-]+)"
+    r"(?P<system>[a-z0-9_]+)/size(?P<size>\d+)/evaluation/(?P<model>[a-z]+)_(?P<loss>L_[a-z]+)_(?P<subset>[pk][0-9.e-]+)"
     r"_c(?P<configurations>\d+)_seed(?P<seed>\d+)/metrics\.json$"
 )
 
@@ -170,7 +170,7 @@ def run_of(path: str) -> Run:
     return Run(**{name: int(value) if name in ("size", "configurations", "seed") else value for name, value in fields.items()})
 
 
-BASELINES_PATH = re.compile(r"[a-z_]+/size(?P<size>\d+)/baselines\.json$")
+BASELINES_PATH = re.compile(r"[a-z0-9_]+/size(?P<size>\d+)/baselines\.json$")
 
 
 def size_of_baselines(path: str) -> int:
