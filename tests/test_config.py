@@ -223,3 +223,8 @@ def test_every_latent_model_brings_its_settings_block():
 
     train = validate({"systems": {"predator_prey": {}}})["systems"]["predator_prey"]["train"]
     assert set(MODELS) <= set(train) and train["gfinn"]["layers"] == 2
+
+
+def test_the_efficiency_grid_measures_built_in_systems_only():
+    config = {"systems": {"heat": copy.deepcopy(HEAT)}, "efficiency": {"systems": {"heat": {"configurations": [10]}}}}
+    refused(config, r"config key 'efficiency.systems'", r"'heat' was unexpected")

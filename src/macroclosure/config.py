@@ -92,7 +92,7 @@ def system_definitions(name: str) -> dict:
     }}
     grid = {"type": "object", "unevaluatedProperties": False, "default": {}, "required": ["configurations"],
             "allOf": [{"$ref": "#/$defs/efficiency_grid"}],
-            "properties": own | {"simulate": simulate} | ({"closure": closure} if plugin.KIND == "grid" else {})}
+            "properties": {"simulate": simulate} | ({"closure": closure} if plugin.KIND == "grid" else {})}
     return {f"{name}_simulate": plugin.SETTINGS, name: section, f"efficiency_{name}": grid}
 
 
@@ -108,25 +108,24 @@ def schema(names: Iterable[str], schema_path: Path = SCHEMA_PATH) -> dict:
     for name in names:
         definitions |= system_definitions(name)
     assembled["properties"]["systems"]["properties"] = {name: {"$ref": f"#/$defs/{name}"} for name in names}
+    # The efficiency grid measures built-in systems only: its report reads their size keys without the config.
     assembled["properties"]["efficiency"]["properties"]["systems"]["properties"] = {
-        name: {"$ref": f"#/$defs/efficiency_{name}"} for name in names}
+        name: {"$ref": f"#/$defs/efficiency_{name}"} for name in names if name in systems.built_in_systems()}
     return assembled
 
 
 def register_own_systems(config: dict) -> list[str]:
-    """Register every system the config names with a `module:` key (under `systems:` or
-    `efficiency.systems:`) and return their names; raises ConfigError naming the key of a
-    module that cannot be imported or is not a system."""
-    groups = {"systems": config.get("systems"), "efficiency.systems": (config.get("efficiency") or {}).get("systems")}
+    """Register every system under `systems:` that names its own `module:` and return their
+    names; raises ConfigError naming the key of a module that cannot be imported or is not a system."""
+    group = config.get("systems")
     names = []
-    for where, group in groups.items():
-        for name, section in (group if isinstance(group, dict) else {}).items():
-            if isinstance(section, dict) and "module" in section and name not in systems.built_in_systems():
-                try:
-                    systems.register(name, section["module"])
-                except ValueError as error:
-                    raise ConfigError(f"config key '{where}.{name}.module': {error}") from None
-                names.append(name)
+    for name, section in (group if isinstance(group, dict) else {}).items():
+        if isinstance(section, dict) and "module" in section and name not in systems.built_in_systems():
+            try:
+                systems.register(name, section["module"])
+            except ValueError as error:
+                raise ConfigError(f"config key 'systems.{name}.module': {error}") from None
+            names.append(name)
     return names
 
 

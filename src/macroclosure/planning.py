@@ -16,9 +16,10 @@ Besides the runs of `training_runs`, a system trains L_z at equal force budget
 round(p x configurations) configurations, the force evaluations L_x,p at p spends.
 
 The efficiency grid: every (system, size, model, loss, subset, training-set size, seed) is
-one run, the ordinary stages on its own paths under results/efficiency/{system}/size{size}/.
-A subset is written `p{p}` (a fraction of the units; p = 1 for L_z and L_x) or `k{k}` (a fixed
-number of units per configuration at every size, as in the published Lennard-Jones scaling).
+one run, the ordinary stages on its own paths under results/efficiency/{system}/size{size}/;
+it measures built-in systems (a user's own system runs in the pipeline). A subset is written
+`p{p}` (a fraction of the units; p = 1 for L_z and L_x) or `k{k}` (a fixed number of units per
+configuration at every size, as in the published Lennard-Jones scaling).
 """
 
 from __future__ import annotations

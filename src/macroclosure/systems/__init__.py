@@ -139,10 +139,11 @@ def size_key(name: str) -> str:
 
 
 def build_system(name: str, settings: dict) -> System:
-    """The system `name` with simulation settings `settings`."""
+    """The system `name` with simulation settings `settings`, named `name` (a user's system by
+    its module, as the stores, the metrics and the baselines record it)."""
     found = plugin(name)
     builder = importlib.import_module(found.ENGINE) if hasattr(found, "ENGINE") else found
-    return builder.build(settings)
+    return builder.build(settings)._replace(name=name)
 
 
 def system_of(ds) -> System:
