@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 from macroclosure.config import validate
-from macroclosure.efficiency_plan import forces_fraction, plan, sizes, stage_spec
-from macroclosure.planning import job_settings, run_names, with_configurations
+from macroclosure.planning import forces_fraction, job_settings, plan, run_names, sizes, stage_spec, with_configurations
 from macroclosure.resources import estimate
+from macroclosure.systems import module_of
 
 # `--configfile other.yaml` replaces config.yaml instead of being merged into it, so a
 # config that lists fewer systems runs fewer systems; `--config key=value` without it is

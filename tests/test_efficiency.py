@@ -18,7 +18,7 @@ from test_workflow import TINY, planned_jobs, snakemake, write_config
 
 from macroclosure.config import ConfigError, validate
 from macroclosure.efficiency import efficiency, load_runs, markdown, ratios, summarise, to_tolerance
-from macroclosure.efficiency_plan import Run, forces_fraction, plan, run_of, stage_spec, subsets
+from macroclosure.planning import Run, forces_fraction, plan, run_of, stage_spec, subsets
 
 GRID = {"configurations": [100, 400], "fractions": [0.2], "seeds": [0, 1]}
 LJ_GRID = {"sizes": [256, 800], "configurations": [20, 40], "losses": ["L_z", "L_xp"], "fractions": [], "sampled_units": [50],

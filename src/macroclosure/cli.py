@@ -100,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
         return sub
 
     sub = stage("simulate", run_simulate, "integrate trajectories into a trajectory store")
-    sub.add_argument("--system", required=True)
+    sub.add_argument("--system", required=True, help="a built-in system, or the importable module of your own")
     sub.add_argument("--split", choices=["train", "test"], required=True)
 
     sub = stage("sample", run_sample, "compute partial forces on random subsets")

@@ -1,6 +1,6 @@
 """The `macroclosure efficiency` stage: rollout error against the cost of force computation.
 
-From the metrics of every run of the efficiency grid (`efficiency_plan`): rollout error, mean
+From the metrics of every run of the efficiency grid (`planning.plan`): rollout error, mean
 and std over seeds and ensemble members and always against the encoded ground-truth test
 trajectories, against force evaluations; per size the smallest training set whose mean error
 is at most e_tol, the force evaluations and force wall time it took, and the ratio L_z / L_x,p.
@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from macroclosure.efficiency_plan import run_of, size_of_baselines, sizes  # noqa: E402
+from macroclosure.planning import run_of, size_of_baselines, sizes  # noqa: E402
 from macroclosure.report import (DIVERGED_ERROR, draw_baselines, finish_error_axis, load_baselines,  # noqa: E402
                                  load_metrics, save_figure, with_baselines)
 from macroclosure.runtime import log  # noqa: E402

@@ -19,12 +19,12 @@ import yaml  # noqa: E402
 
 from macroclosure.baselines import BASELINES  # noqa: E402
 from macroclosure.history import read_history  # noqa: E402
-from macroclosure.planning import BUDGET_LOSS, budget_configurations  # noqa: E402
+from macroclosure.models import latent_model  # noqa: E402
+from macroclosure.planning import BUDGET_LOSS, fraction_count  # noqa: E402
 from macroclosure.runtime import log  # noqa: E402
 
 GROUP = ["system", "model", "loss", "p", "configurations"]  # an equal-budget L_z run is its own row
 ERROR_TOLERANCE = 3e-3  # METHOD.md's reference tolerance e_tol
-MODEL_STYLE = {"mlp": ("C0", "o"), "onsager": ("C1", "s"), "gfinn": ("C2", "D")}  # colour, marker
 DIVERGED_ERROR = 1.0  # a relative error above 1 is worse than predicting zero: the rollout left
 SKILL_BASELINE = "mean course"  # a model shows skill only with a mean error below this baseline's
 BASELINE_STYLE = dict(zip(BASELINES, (":", "-.")))  # line style of each baseline in the figures
@@ -122,10 +122,10 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def equal_budget(summary: pd.DataFrame) -> pd.DataFrame:
     """Per (system, model, L_x,p row): L_x,p beside L_z on the same force budget, full forces on
-    `planning.budget_configurations` configurations (columns of L_z end in `_z`), and
+    `planning.fraction_count(p, configurations)` configurations (columns of L_z end in `_z`), and
     `equal_budget_winner`: the loss of lower mean error (a diverged one loses), or `neither`."""
     partial = summary[summary["loss"] == "L_xp"]
-    partial = partial.assign(budget=[budget_configurations(p, count) for p, count in zip(partial["p"], partial["configurations"])])
+    partial = partial.assign(budget=[fraction_count(p, count) for p, count in zip(partial["p"], partial["configurations"])])
     full = summary[(summary["loss"] == BUDGET_LOSS) & (summary["p"] == 1)]
     pairs = partial.merge(full[["system", "model", "configurations", "force_evaluations", "rollout_error_mean"]],
                           left_on=["system", "model", "budget"], right_on=["system", "model", "configurations"],
@@ -182,7 +182,7 @@ def plot_error_against_cost(metrics: pd.DataFrame, baselines: pd.DataFrame, path
         kept = rows["rollout_error"][rows["rollout_error"] <= DIVERGED_ERROR]
         top = 3 * kept.max() if len(kept) else DIVERGED_ERROR
         for number, ((model, loss, p, count), group) in enumerate(rows.groupby(["model", "loss", "p", "configurations"])):
-            colour, marker = f"C{number}", MODEL_STYLE[model][1]
+            colour, marker = f"C{number}", latent_model(model).marker
             errors = group["rollout_error"]
             good = errors <= DIVERGED_ERROR
             axis.scatter(group["force_evaluations"][good], errors[good], marker=marker, color=colour, s=14, alpha=0.5)
@@ -203,9 +203,9 @@ def plot_loss_curves(histories: list[str], path: Path) -> None:
     for axis, (system, loss) in zip(axes[0], panels):
         for hp, history in runs:
             if (hp["system"], hp["loss"]) == (system, loss):
-                axis.plot(history["epoch"], history["loss"], lw=1, color=MODEL_STYLE[hp["model"]][0], alpha=0.7)
+                axis.plot(history["epoch"], history["loss"], lw=1, color=latent_model(hp["model"]).colour, alpha=0.7)
         for model in sorted({hp["model"] for hp, _ in runs}):
-            axis.plot([], [], color=MODEL_STYLE[model][0], label=model)
+            axis.plot([], [], color=latent_model(model).colour, label=model)
         axis.set(yscale="log", title=f"{system} {loss}", xlabel="epoch", ylabel="training loss")
         axis.legend(fontsize=8)
     save_figure(figure, path)

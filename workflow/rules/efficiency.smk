@@ -48,6 +48,7 @@ use rule simulate as efficiency_simulate with:
     output:
         directory(f"{EFFICIENCY_SIZE}/trajectories/{{split}}.zarr"),
     params:
+        system=lambda wildcards: module_of(wildcards.system),
         settings=lambda wildcards: efficiency_section(wildcards, "simulate"),
         device=config["device"],
     log:
