@@ -9,6 +9,11 @@ from macroclosure.config import validate
 from macroclosure.efficiency_plan import forces_fraction, plan, sizes, stage_spec
 from macroclosure.planning import job_settings, run_names, with_configurations
 from macroclosure.resources import estimate
+from snakemake.utils import min_version
+
+# `profile.yaml` profiles, `--config` laid over config.yaml and the report's labels behave as
+# tested with this version (9.27.1).
+min_version("9.27")
 
 # `--configfile other.yaml` replaces config.yaml instead of being merged into it, so a
 # config that lists fewer systems runs fewer systems; `--config key=value` without it is
