@@ -9,6 +9,7 @@ the settings themselves, the seed, the device and the package versions.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from macroclosure.store import CONTRACTS, StoreError, open_store
@@ -41,7 +42,9 @@ def store_kind(path: Path) -> str:
 def describe_store(path: Path) -> str:
     """Kind, variables (dimensions, sizes, type, units), attributes and provenance of a store."""
     kind = store_kind(path)
-    ds = open_store(path, kind)
+    with warnings.catch_warnings():  # zarr on the marker file Snakemake leaves in directory outputs
+        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+        ds = open_store(path, kind)
     lines = [f"{path}: {kind} store of {ds.attrs.get('system', '?')}", "variables:"]
     lines += [f"  {variable_line(name, ds[name])}" for name in sorted(ds.variables)]
     lines.append("attributes:")
@@ -64,7 +67,7 @@ def describe_model(path: Path) -> str:
     """Hyper-parameters and provenance of a closure or dynamics folder."""
     hparams = json.loads((path / "hparams.json").read_text())
     what = f"latent model {hparams['model']} trained with {hparams['loss']}" if "loss" in hparams else "closure autoencoder"
-    lines = [f"{path}: {what} of {hparams.get('system', '?')}", "files: " + ", ".join(sorted(p.name for p in path.iterdir())),
+    lines = [f"{path}: {what} of {hparams.get('system', '?')}", "files: " + ", ".join(sorted(p.name for p in path.iterdir() if not p.name.startswith("."))),
              "hyper-parameters:"]
     lines += [f"  {key}: {json.dumps(value)}" for key, value in sorted(hparams.items()) if key != "provenance"]
     return "\n".join(lines + provenance_lines(hparams.get("provenance", {})))
