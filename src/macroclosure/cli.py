@@ -72,7 +72,7 @@ def run_baselines(args):
 def run_report(args):
     from macroclosure.report import report
 
-    report(args.metrics, args.histories, args.baselines, args.out, args.config)
+    report(args.metrics, args.models, args.baselines, args.out, args.config)
 
 
 def run_efficiency(args):
@@ -224,12 +224,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--test", required=True, metavar="STORE", help="test trajectory store")
 
     sub = add_stage(stages, "report", run_report, "aggregate metrics into tables and figures",
-                    "Writes summary.csv and summary.md (one row per system, model, loss and p), the error against force "
-                    "evaluations, the loss curves and the configuration.", "report folder to write",
+                    "Writes summary.csv, summary.md and summary.html (one row per system, model, loss, p and training-set "
+                    "size), the error against force evaluations, the loss curves and the configuration.", "report folder to write",
                     settings=False, device=False)
     sub.add_argument("--metrics", nargs="+", required=True, metavar="JSON", help="metrics.json of every evaluated model")
     sub.add_argument("--baselines", nargs="+", required=True, metavar="JSON", help="baselines.json of every system")
-    sub.add_argument("--histories", nargs="+", required=True, metavar="CSV", help="history.csv of every trained model")
+    sub.add_argument("--models", nargs="+", required=True, metavar="FOLDER", help="dynamics folder of every trained model (its loss curves)")
     sub.add_argument("--config", type=settings_json, required=True, help="the validated configuration, JSON or @file")
 
     sub = add_stage(stages, "efficiency", run_efficiency,
