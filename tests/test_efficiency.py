@@ -209,6 +209,8 @@ def test_efficiency_writes_tables_and_figures(metrics, tmp_path):
     efficiency(metrics, baselines, str(tmp_path / "out"), settings)
     for name in ("points.csv", "to_tolerance.csv", "ratios.csv", "to_tolerance.md"):
         assert (tmp_path / "out" / name).stat().st_size > 100, name
+    for name in ("points", "to_tolerance", "ratios"):  # what the HTML report shows inline
+        assert pd.read_html(tmp_path / "out" / f"{name}.html")[0].shape == pd.read_csv(tmp_path / "out" / f"{name}.csv").shape
     for name in ("data_efficiency_lennard_jones.png", "scaling_lennard_jones.png"):
         assert (tmp_path / "out" / name).stat().st_size > 10_000, name
     points = pd.read_csv(tmp_path / "out/points.csv")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
@@ -214,16 +216,71 @@ def test_a_configfile_replaces_config_yaml(tmp_path):
     assert "predator_prey" not in result.stdout  # config.yaml's system is not merged in
 
 
-def test_html_report_bundles_the_results_and_the_config(pipeline):
+@pytest.fixture(scope="module")
+def html_report(pipeline) -> str:
+    """The HTML report of the tiny run."""
     result = snakemake(pipeline, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
-    html = (pipeline / "report.html").read_text()
+    return (pipeline / "report.html").read_text()
+
+
+def test_html_report_bundles_the_results_and_the_config(pipeline, html_report):
+    html = html_report
     assert len(html) > 10_000
-    for name in ("summary.csv", "error_vs_force_evaluations.png", "loss_curves.png", "config.yaml"):
+    for name in ("summary.csv", "summary.html", "error_vs_force_evaluations.png", "loss_curves.png", "config.yaml",
+                 "config.html"):
         assert name in html, name
     recorded = yaml.safe_load((pipeline / "results/report/config.yaml").read_text())
     assert recorded["systems"]["predator_prey"]["train"]["epochs"] == 3  # as given
     assert recorded["systems"]["predator_prey"]["train"]["lr"] == 5.0e-3  # the schema default, filled in
+
+
+def report_items(html: str) -> dict[str, dict]:
+    """The items of a Snakemake HTML report by path: name, caption, mime type, job properties
+    and the file itself as a data URI."""
+    return json.loads(re.search(r"var results = (\{.*?\});\n", html, re.DOTALL).group(1))
+
+
+def item_text(item: dict) -> str:
+    """The file of a report item, decoded from its base64 data URI."""
+    return base64.b64decode(item["data_uri"].split(",", 1)[1]).decode()
+
+
+def result_numbers(summary: pd.DataFrame) -> set[str]:
+    """The results of a run (cost, errors, times) as the report would print them."""
+    numbers = set(summary["force_evaluations"][summary["force_evaluations"] > 1].astype(str))
+    for column in ("rollout_error_mean", "rollout_error_std", "force_wall_seconds", "train_wall_seconds"):
+        for value in summary[column].dropna():
+            if value != 0:
+                numbers |= {f"{value:.2e}", f"{value:.1e}", f"{value:.3g}", f"{value:.2g}"}
+    return numbers
+
+
+def test_html_report_shows_the_summary_as_a_table_and_a_description(pipeline, html_report):
+    assert "learns macroscopic closure models" in html_report  # the workflow description on the landing page
+    items = report_items(html_report)
+    table = items["results/report/summary.html"]
+    assert table["mime_type"] == "text/html"  # shown inline, where a CSV is only a download
+    shown = pd.read_html(io.StringIO(item_text(table)))[0]
+    summary = pd.read_csv(pipeline / "results/report/summary.csv")
+    assert list(shown.columns) == list(summary.columns) and len(shown) == len(summary)
+    assert all(len(item["job_properties"]["params"]) < 500 for item in items.values())  # small info panes
+
+
+def test_no_report_caption_states_a_result_of_the_run(pipeline, html_report):
+    numbers = result_numbers(pd.read_csv(pipeline / "results/report/summary.csv"))
+    assert len(numbers) > 20
+    for path, item in report_items(html_report).items():
+        stated = set(re.findall(r"\d+(?:\.\d+)?(?:e[+-]?\d+)?", re.sub(r"<[^>]+>", " ", item["caption"])))
+        assert stated.isdisjoint(numbers), (path, stated & numbers)
+
+
+def test_caption_texts_hold_no_numbers_but_0_and_1():
+    for caption in (REPOSITORY / "workflow/report").glob("*.rst"):
+        if caption.name == "workflow.rst":  # the landing page: its numbers count the stages
+            continue
+        numbers = set(re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?:e-?\d+)?(?![\w])", caption.read_text()))
+        assert numbers <= {"0", "1"}, (caption.name, numbers)
 
 
 def provenance_records(results: Path) -> dict[str, dict]:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from jax_md import minimize, partition, quantity, smap, space
 
+from macroclosure.runtime import log
 from macroclosure.systems import System
 from macroclosure.systems.lennard_jones import box_length, dimensions
 
@@ -342,12 +343,14 @@ def initial_states(sim: Simulation, rng: np.random.Generator, settings: dict, te
     design: only T0 differs, so T(t) is a smooth function of T0).
     """
     if settings["shared_start"]:
+        log.info("placing and minimising the shared start (%d atoms, %d FIRE steps twice)", settings["atoms"], settings["minimise_steps"])
         shared = np.random.default_rng([settings["seed"], SHARED_START_STREAM])
         positions, _ = minimised_placement(sim, shared, settings)
         pattern = unit_velocities(shared, settings["atoms"])
         return np.stack([np.concatenate([positions.ravel(), math.sqrt(t) * pattern.ravel()]) for t in temperatures])
     states, lists = [], (None, None)
-    for temperature in temperatures:
+    for number, temperature in enumerate(temperatures, 1):
+        log.info("placing and minimising start %d of %d (%d atoms)", number, len(temperatures), settings["atoms"])
         positions, lists = minimised_placement(sim, rng, settings, lists)
         velocities = math.sqrt(temperature) * unit_velocities(rng, settings["atoms"])
         states.append(np.concatenate([positions.ravel(), velocities.ravel()]))

@@ -101,6 +101,7 @@ def simulate(system_name: str, settings: dict, split: str, out: str, device: str
     jax_device_used = jax_device(device)
     system = build_system(system_name, settings)
     count = settings["trajectories"][split]
+    log.info("simulating %d %s trajectories of %s, %d steps each; drawing initial states", count, split, system_name, settings["steps"])
     rng = np.random.default_rng([settings["seed"], SPLIT_STREAMS[split]])
     x0, initial = system.initial_conditions(rng, count)
     x0 = x0.astype(settings["dtype"])
@@ -115,7 +116,7 @@ def simulate(system_name: str, settings: dict, split: str, out: str, device: str
         "dof_layout": json.dumps(system.layout),
         "provenance": json.dumps(provenance(settings, settings["seed"], str(jax_device_used)), sort_keys=True),
     }
-    log.info("simulating %d %s trajectories of %s, %d steps each", count, split, system_name, settings["steps"])
+    log.info("integrating (the first chunk includes compilation)")
     batch = settings["batch_size"]
     with streamed_store(out, "trajectories", attrs, append_dim="trajectory") as append, tqdm(
         total=count * n_frames * settings["save_every"], unit="traj-step", unit_scale=True,
