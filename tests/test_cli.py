@@ -44,7 +44,7 @@ def test_a_misspelt_system_gets_the_known_systems(capsys):
         main(["simulate", "--system", "predator_pray", "--split", "train", "--settings", "{}", "--out", "o"])
     assert stop.value.code == 2
     error = capsys.readouterr().err
-    assert all(f"'{name}'" in error for name in ("allen_cahn", "lennard_jones", "predator_prey"))
+    assert "Traceback" not in error and all(name in error for name in ("allen_cahn", "lennard_jones", "predator_prey"))
 
 
 @pytest.mark.parametrize("p", ["0", "1.5", "half"])
