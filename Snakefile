@@ -6,9 +6,15 @@ import sys
 from pathlib import Path
 
 from macroclosure.config import validate
-from macroclosure.efficiency_plan import forces_fraction, plan, sizes, stage_spec
-from macroclosure.planning import job_settings, run_names, with_configurations
+from macroclosure.planning import forces_fraction, job_settings, plan, run_names, sizes, stage_spec, with_configurations
 from macroclosure.resources import estimate
+from macroclosure.runtime import digest
+from macroclosure.systems import module_of
+from snakemake.utils import min_version
+
+# `profile.yaml` profiles, `--config` laid over config.yaml and the report's labels behave as
+# tested with this version (9.27.1).
+min_version("9.27")
 
 # `--configfile other.yaml` replaces config.yaml instead of being merged into it, so a
 # config that lists fewer systems runs fewer systems; `--config key=value` without it is
@@ -21,6 +27,14 @@ validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
 # Jobs run the `macroclosure` command of the environment Snakemake itself runs in.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+# The jobs that need the whole validated configuration (report) or its efficiency section
+# (efficiency_report) read it from the environment too: as params it would fill the info pane
+# of every report item they make. Their params hold its digest, the rerun trigger.
+os.environ["MACROCLOSURE_CONFIG"] = json.dumps(config, sort_keys=True)
+os.environ["MACROCLOSURE_EFFICIENCY"] = json.dumps(config["efficiency"], sort_keys=True)
+
+
+report: "workflow/report/workflow.rst"
 
 RESULTS = config["results"]
 SYSTEMS = list(config["systems"])

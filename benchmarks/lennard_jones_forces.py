@@ -30,7 +30,7 @@ import pandas as pd
 from macroclosure.config import complete_section
 from macroclosure.runtime import use_float64
 from macroclosure.systems import build_system
-from macroclosure.systems import lennard_jones as lj
+from macroclosure import lennard_jones_md as lj
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (1 / 16, 1 / 4, 1.0)

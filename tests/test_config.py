@@ -198,3 +198,33 @@ def test_stage_section_is_completed_and_checked_on_its_own():
         complete_section("predator_prey", "simulate", {"foo": 1})
     with pytest.raises(ConfigError, match=r"systems\.predator_prey\.sample\.configurations"):
         complete_section("predator_prey", "sample", {"configurations": 0})
+
+
+# Plug-ins: the schema is assembled from each system's module and each latent model's record.
+HEAT = {"module": "heat_equation", "simulate": {"cells": 8}, "sample": {"configurations": 100}}
+
+
+def test_a_users_own_system_is_checked_against_the_settings_its_module_declares():
+    heat = validate({"systems": {"heat": copy.deepcopy(HEAT)}})["systems"]["heat"]
+    assert heat["simulate"]["diffusion"] == 1.0 and heat["train"]["models"] == ["mlp", "onsager"]
+    message = refused({"systems": {"heat": HEAT | {"simulate": {"cellz": 8}}}}, r"config key 'systems\.heat\.simulate'")
+    assert "diffusion" in allowed_keys(message)
+    assert complete_section("heat_equation", "simulate", {})["cells"] == 32  # as a job, which knows the module only
+
+
+@pytest.mark.parametrize("module, why", [("no_such_module", "No module named 'no_such_module'"),
+                                         ("json", "is not a system: it lacks SETTINGS")])
+def test_a_module_that_is_not_a_system_is_named_with_its_key(module, why):
+    refused({"systems": {"heat": HEAT | {"module": module}}}, r"config key 'systems\.heat\.module'", why)
+
+
+def test_every_latent_model_brings_its_settings_block():
+    from macroclosure.models import MODELS
+
+    train = validate({"systems": {"predator_prey": {}}})["systems"]["predator_prey"]["train"]
+    assert set(MODELS) <= set(train) and train["gfinn"]["layers"] == 2
+
+
+def test_the_efficiency_grid_measures_built_in_systems_only():
+    config = {"systems": {"heat": copy.deepcopy(HEAT)}, "efficiency": {"systems": {"heat": {"configurations": [10]}}}}
+    refused(config, r"config key 'efficiency.systems'", r"'heat' was unexpected")

@@ -18,7 +18,7 @@ from test_workflow import TINY, planned_jobs, snakemake, write_config
 
 from macroclosure.config import ConfigError, validate
 from macroclosure.efficiency import efficiency, load_runs, markdown, ratios, summarise, to_tolerance
-from macroclosure.efficiency_plan import Run, forces_fraction, plan, run_of, stage_spec, subsets
+from macroclosure.planning import Run, forces_fraction, plan, run_of, stage_spec, subsets
 
 GRID = {"configurations": [100, 400], "fractions": [0.2], "seeds": [0, 1]}
 LJ_GRID = {"sizes": [256, 800], "configurations": [20, 40], "losses": ["L_z", "L_xp"], "fractions": [], "sampled_units": [50],
@@ -209,6 +209,8 @@ def test_efficiency_writes_tables_and_figures(metrics, tmp_path):
     efficiency(metrics, baselines, str(tmp_path / "out"), settings)
     for name in ("points.csv", "to_tolerance.csv", "ratios.csv", "to_tolerance.md"):
         assert (tmp_path / "out" / name).stat().st_size > 100, name
+    for name in ("points", "to_tolerance", "ratios"):  # what the HTML report shows inline
+        assert pd.read_html(tmp_path / "out" / f"{name}.html")[0].shape == pd.read_csv(tmp_path / "out" / f"{name}.csv").shape
     for name in ("data_efficiency_lennard_jones.png", "scaling_lennard_jones.png"):
         assert (tmp_path / "out" / name).stat().st_size > 10_000, name
     points = pd.read_csv(tmp_path / "out/points.csv")

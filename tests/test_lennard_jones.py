@@ -22,7 +22,7 @@ from macroclosure.config import ConfigError, complete_section, validate
 from macroclosure.simulate import SimulationDiverged, integrate_batch, simulate
 from macroclosure.store import open_store
 from macroclosure.systems import build_system
-from macroclosure.systems import lennard_jones as lj
+from macroclosure import lennard_jones_md as lj
 
 R_CUTOFF = 2.5
 

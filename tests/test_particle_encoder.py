@@ -30,7 +30,7 @@ from macroclosure.descriptors import POOLED_FEATURES, PooledDescriptors, particl
 from macroclosure.sampling import sample
 from macroclosure.simulate import simulate
 from macroclosure.systems import build_system
-from macroclosure.systems import lennard_jones as lj
+from macroclosure import lennard_jones_md as lj
 from macroclosure.train import latent_rate, train
 
 ATOMS = 128
@@ -198,7 +198,7 @@ def test_closure_and_training_run_with_the_particle_encoder(tmp_path):
 
 
 def test_the_descriptor_pair_energy_is_the_systems_potential():
-    """descriptors.lennard_jones_energy (torch) restates systems.lennard_jones.pair_energy (jax):
+    """descriptors.lennard_jones_energy (torch) restates lennard_jones_md.pair_energy (jax):
     both must give the same truncated energy, inside, at and beyond the cutoff."""
     from macroclosure.descriptors import lennard_jones_energy
 

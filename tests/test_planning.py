@@ -6,11 +6,12 @@ from __future__ import annotations
 import copy
 
 import pytest
+import torch
 
 from macroclosure.config import complete_section, validate
-from macroclosure.dynamics import MODELS
-from macroclosure.efficiency_plan import stage_spec
-from macroclosure.planning import budget_runs, job_settings, model_names, run_names, with_configurations
+from macroclosure.dynamics import build_model
+from macroclosure.models import model_names
+from macroclosure.planning import budget_runs, job_settings, run_names, stage_spec, with_configurations
 
 
 def spec_of(**sections) -> dict:
@@ -18,8 +19,10 @@ def spec_of(**sections) -> dict:
     return validate({"systems": {"predator_prey": copy.deepcopy(sections)}})["systems"]["predator_prey"]
 
 
-def test_the_schema_names_every_registered_model():
-    assert set(model_names()) == set(MODELS)
+@pytest.mark.parametrize("model", model_names())
+def test_every_registered_model_builds_from_its_schema_defaults(model):
+    settings = spec_of(train={"models": [model]})["train"][model]
+    assert build_model(model, 4, settings)(torch.zeros(3, 4)).shape == (3, 4)
 
 
 def test_a_train_job_receives_the_shared_settings_and_its_own_model_only():

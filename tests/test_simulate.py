@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import simulate_tiny, tiny_settings
 
-from macroclosure.config import digest
 from macroclosure.integrators import rk4_step
+from macroclosure.runtime import digest
 from macroclosure.simulate import SimulationDiverged, advance, integrate_batch, simulate
 from macroclosure.store import open_store, read
 from macroclosure.systems import build_system

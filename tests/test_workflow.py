@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
@@ -18,6 +20,7 @@ import yaml
 from macroclosure.store import open_store
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+USER_MODULES = Path(__file__).resolve().parent  # where heat_equation, a user's own system, is importable
 SNAKEFILE = REPOSITORY / "Snakefile"
 BIN = Path(sys.executable).parent
 TINY = {
@@ -30,7 +33,18 @@ TINY = {
             "sample": {"fractions": [0.2, 1.0], "configurations": 60},
             "closure": {"epochs": 2, "hidden": [8]},
             "train": {"epochs": 3, "ensemble": 2, "mlp": {"hidden": [16]}, "onsager": {"hidden": 8}},
-        }
+        },
+        # A user's own system (tests/heat_equation.py, importable through PYTHONPATH): no file of
+        # the package or the workflow names it. One model, one loss, so it adds only 7 jobs.
+        "heat": {
+            "module": "heat_equation",
+            "seeds": [0],
+            "simulate": {"cells": 8, "steps": 100, "save_every": 10, "trajectories": {"train": 3, "test": 1}},
+            "sample": {"fractions": [0.5], "configurations": 30},
+            "closure": {"latent_dim": 3, "epochs": 2, "hidden": [8]},
+            "train": {"models": ["mlp"], "losses": ["L_xp"], "epochs": 2, "mlp": {"hidden": [8]}},
+            "evaluate": {"plot_trajectories": 1},
+        },
     },
 }
 
@@ -41,7 +55,8 @@ def snakemake(workdir: Path, *arguments: str, configfile: str | None = "config.y
     configfiles = ["--configfile", str(workdir / configfile)] if configfile else []
     command = [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *configfiles,
                "--cores", "2", *arguments]
-    return subprocess.run(command, capture_output=True, text=True, cwd=workdir)
+    path = os.pathsep.join(filter(None, [str(USER_MODULES), os.environ.get("PYTHONPATH")]))
+    return subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=os.environ | {"PYTHONPATH": path})
 
 
 def write_config(workdir: Path, config: dict, name: str = "config.yaml") -> None:
@@ -76,10 +91,11 @@ def test_pipeline_produces_every_output(pipeline):
         assert (results / "predator_prey/trajectories" / f"{split}.zarr" / "zarr.json").is_file()
     assert (results / "predator_prey/forces/p0.2/seed0.zarr").is_dir()
     assert (results / "predator_prey/forces/p1/seed0.zarr").is_dir()
-    summary = (results / "report/summary.csv").read_text().splitlines()
-    assert len(summary) == 1 + 2 * 4 + 2  # header + (mlp, onsager) x (L_z, L_x, L_xp at p 0.2, L_z at its budget) + 2 baselines
-    assert [line.split(",")[1] for line in summary[-2:]] == ["persistence", "mean course"]
-    assert summary[0].endswith(",no_skill")
+    header, *rows = (results / "report/summary.csv").read_text().splitlines()
+    rows = [row for row in rows if row.startswith("predator_prey,")]
+    assert len(rows) == 2 * 4 + 2  # (mlp, onsager) x (L_z, L_x, L_xp at p 0.2, L_z at its budget) + 2 baselines
+    assert [line.split(",")[1] for line in rows[-2:]] == ["persistence", "mean course"]
+    assert header.endswith(",no_skill")
     assert (results / "predator_prey/baselines.json").is_file()
     for figure in ("error_vs_force_evaluations.png", "loss_curves.png"):
         assert (results / "report" / figure).stat().st_size > 1000
@@ -92,6 +108,20 @@ def test_pipeline_produces_every_output(pipeline):
     assert (results / "predator_prey/evaluation/mlp_L_z_p1_c12_seed0/rollout.png").is_file()
     assert (results / "benchmarks/predator_prey/simulate_train.tsv").is_file()
     assert (results / "logs/predator_prey/train_mlp_L_z_p1_seed0.log").is_file()
+
+
+def test_a_users_own_system_runs_through_every_stage(pipeline):
+    """heat_equation plugs in by its `module:` key alone: simulated, sampled, encoded, trained,
+    evaluated against its baselines and reported; its stores name the module they came from."""
+    results = pipeline / "results/heat"
+    trajectories = open_store(results / "trajectories/train.zarr", "trajectories")
+    assert trajectories.attrs["system"] == "heat_equation" and trajectories.sizes["dof"] == 8
+    forces = open_store(results / "forces/p0.5/seed0.zarr", "forces")
+    assert forces.attrs["force_evaluations"] == 30 * 4  # 30 configurations x 4 of 8 cells
+    metrics = json.loads((results / "evaluation/mlp_L_xp_p0.5_seed0/metrics.json").read_text())
+    assert metrics["force_evaluations"] == 30 * 4
+    assert (results / "baselines.json").is_file()
+    assert "| heat_equation | mlp | L_xp | 0.5 |" in (pipeline / "results/report/summary.md").read_text()  # as its stores name it
 
 
 def test_complete_run_leaves_nothing_to_do(pipeline):
@@ -186,16 +216,71 @@ def test_a_configfile_replaces_config_yaml(tmp_path):
     assert "predator_prey" not in result.stdout  # config.yaml's system is not merged in
 
 
-def test_html_report_bundles_the_results_and_the_config(pipeline):
+@pytest.fixture(scope="module")
+def html_report(pipeline) -> str:
+    """The HTML report of the tiny run."""
     result = snakemake(pipeline, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
-    html = (pipeline / "report.html").read_text()
+    return (pipeline / "report.html").read_text()
+
+
+def test_html_report_bundles_the_results_and_the_config(pipeline, html_report):
+    html = html_report
     assert len(html) > 10_000
-    for name in ("summary.csv", "error_vs_force_evaluations.png", "loss_curves.png", "config.yaml"):
+    for name in ("summary.csv", "summary.html", "error_vs_force_evaluations.png", "loss_curves.png", "config.yaml",
+                 "config.html"):
         assert name in html, name
     recorded = yaml.safe_load((pipeline / "results/report/config.yaml").read_text())
     assert recorded["systems"]["predator_prey"]["train"]["epochs"] == 3  # as given
     assert recorded["systems"]["predator_prey"]["train"]["lr"] == 5.0e-3  # the schema default, filled in
+
+
+def report_items(html: str) -> dict[str, dict]:
+    """The items of a Snakemake HTML report by path: name, caption, mime type, job properties
+    and the file itself as a data URI."""
+    return json.loads(re.search(r"var results = (\{.*?\});\n", html, re.DOTALL).group(1))
+
+
+def item_text(item: dict) -> str:
+    """The file of a report item, decoded from its base64 data URI."""
+    return base64.b64decode(item["data_uri"].split(",", 1)[1]).decode()
+
+
+def result_numbers(summary: pd.DataFrame) -> set[str]:
+    """The results of a run (cost, errors, times) as the report would print them."""
+    numbers = set(summary["force_evaluations"][summary["force_evaluations"] > 1].astype(str))
+    for column in ("rollout_error_mean", "rollout_error_std", "force_wall_seconds", "train_wall_seconds"):
+        for value in summary[column].dropna():
+            if value != 0:
+                numbers |= {f"{value:.2e}", f"{value:.1e}", f"{value:.3g}", f"{value:.2g}"}
+    return numbers
+
+
+def test_html_report_shows_the_summary_as_a_table_and_a_description(pipeline, html_report):
+    assert "learns macroscopic closure models" in html_report  # the workflow description on the landing page
+    items = report_items(html_report)
+    table = items["results/report/summary.html"]
+    assert table["mime_type"] == "text/html"  # shown inline, where a CSV is only a download
+    shown = pd.read_html(io.StringIO(item_text(table)))[0]
+    summary = pd.read_csv(pipeline / "results/report/summary.csv")
+    assert list(shown.columns) == list(summary.columns) and len(shown) == len(summary)
+    assert all(len(item["job_properties"]["params"]) < 500 for item in items.values())  # small info panes
+
+
+def test_no_report_caption_states_a_result_of_the_run(pipeline, html_report):
+    numbers = result_numbers(pd.read_csv(pipeline / "results/report/summary.csv"))
+    assert len(numbers) > 20
+    for path, item in report_items(html_report).items():
+        stated = set(re.findall(r"\d+(?:\.\d+)?(?:e[+-]?\d+)?", re.sub(r"<[^>]+>", " ", item["caption"])))
+        assert stated.isdisjoint(numbers), (path, stated & numbers)
+
+
+def test_caption_texts_hold_no_numbers_but_0_and_1():
+    for caption in (REPOSITORY / "workflow/report").glob("*.rst"):
+        if caption.name == "workflow.rst":  # the landing page: its numbers count the stages
+            continue
+        numbers = set(re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?:e-?\d+)?(?![\w])", caption.read_text()))
+        assert numbers <= {"0", "1"}, (caption.name, numbers)
 
 
 def provenance_records(results: Path) -> dict[str, dict]:

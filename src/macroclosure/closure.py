@@ -346,6 +346,7 @@ def run_closure(trajectories: str, out: str, settings: dict, device: str = "auto
     torch.manual_seed(settings["seed"])
     model = build_autoencoder(hparams)
     if settings["standardise"]:
+        log.info("standardising the %s encoder's inputs over %d states", hparams["encoder"], len(x))
         mean, std = input_statistics(model, x, settings["batch_size"])
         model.x_mean.copy_(mean)
         model.x_std.copy_(std)

@@ -1,22 +1,30 @@
-"""Configuration: schema validation with defaults, semantic checks, and section digests.
+"""Configuration: load, fill in defaults and check; nothing else (the jobs a configuration
+makes are `planning`'s).
 
-The Snakefile calls `load_config` before any job is planned, so a bad `config.yaml` stops
-the run with the offending key named, instead of failing hours later inside a job.
+The Snakefile validates the configuration before any job is planned, so a bad `config.yaml`
+stops the run with the offending key named, instead of failing hours later inside a job.
+The schema is assembled: `workflow/schemas/config.schema.yaml` holds what every system
+shares, and each system module (`macroclosure.systems`) and latent model record
+(`macroclosure.models`) brings its own settings, so a new system or model needs no edit here.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
+from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import yaml
 
+from macroclosure import systems
+from macroclosure.models import MODELS, model_names
+from macroclosure.planning import (all_training_sets, budget_runs, fraction_count, merged, partial_fractions,
+                                   saved_states, section_at, simulate_settings, sizes)
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-FULL_FORCE_LOSSES = ("L_z", "L_x")
+MIN_BUDGET_CONFIGURATIONS = 2  # training holds out at least one configuration for validation
 
 
 class ConfigError(ValueError):
@@ -60,10 +68,72 @@ def _without_echoes(errors: list[jsonschema.ValidationError]) -> list[jsonschema
             or not any(path.startswith(error.json_path + ".") for path in inner)]
 
 
+@cache
+def _shared_schema(schema_path: Path) -> dict:
+    """The schema file: what every system shares (read once per process)."""
+    return yaml.safe_load(Path(schema_path).read_text())
+
+
+def system_definitions(name: str) -> dict:
+    """The schema `$defs` of system `name`, from its module: its simulate settings, its section
+    under `systems:` and its grid under `efficiency.systems:` (a grid system's closure reads x)."""
+    plugin = systems.plugin(name)
+    closure = {"$ref": "#/$defs/grid_closure" if plugin.KIND == "grid" else "#/$defs/closure", "default": {}}
+    simulate = {"$ref": f"#/$defs/{name}_simulate", "default": {}}
+    own = {} if name in systems.built_in_systems() else {
+        "module": {"type": "string", "description": "the importable Python module of this system (README, Extending)"}}
+    section = {"type": "object", "additionalProperties": False, "default": {}, "properties": own | {
+        "seeds": {"$ref": "#/$defs/seeds", "default": [0, 1, 2]},
+        "simulate": simulate,
+        "sample": {"$ref": "#/$defs/sample", "default": {}},
+        "closure": closure,
+        "train": {"$ref": "#/$defs/train", "default": {}},
+        "evaluate": {"$ref": "#/$defs/evaluate", "default": {}},
+    }}
+    grid = {"type": "object", "unevaluatedProperties": False, "default": {}, "required": ["configurations"],
+            "allOf": [{"$ref": "#/$defs/efficiency_grid"}],
+            "properties": {"simulate": simulate} | ({"closure": closure} if plugin.KIND == "grid" else {})}
+    return {f"{name}_simulate": plugin.SETTINGS, name: section, f"efficiency_{name}": grid}
+
+
+def schema(names: Iterable[str], schema_path: Path = SCHEMA_PATH) -> dict:
+    """The configuration schema for the systems `names`: the shared file, each system's
+    definitions and each latent model's settings block."""
+    assembled = copy.deepcopy(_shared_schema(Path(schema_path)))
+    definitions = assembled["$defs"]
+    train = definitions["train"]["properties"]
+    train["models"]["items"]["enum"] = list(model_names())
+    train |= {name: model.settings for name, model in MODELS.items()}
+    definitions["efficiency_grid"]["properties"]["model"]["enum"] = list(model_names())
+    for name in names:
+        definitions |= system_definitions(name)
+    assembled["properties"]["systems"]["properties"] = {name: {"$ref": f"#/$defs/{name}"} for name in names}
+    # The efficiency grid measures built-in systems only: its report reads their size keys without the config.
+    assembled["properties"]["efficiency"]["properties"]["systems"]["properties"] = {
+        name: {"$ref": f"#/$defs/efficiency_{name}"} for name in names if name in systems.built_in_systems()}
+    return assembled
+
+
+def register_own_systems(config: dict) -> list[str]:
+    """Register every system under `systems:` that names its own `module:` and return their
+    names; raises ConfigError naming the key of a module that cannot be imported or is not a system."""
+    group = config.get("systems")
+    names = []
+    for name, section in (group if isinstance(group, dict) else {}).items():
+        if isinstance(section, dict) and "module" in section and name not in systems.built_in_systems():
+            try:
+                systems.register(name, section["module"])
+            except ValueError as error:
+                raise ConfigError(f"config key 'systems.{name}.module': {error}") from None
+            names.append(name)
+    return names
+
+
 def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     """Validate `config` in place against the schema, filling defaults; raise ConfigError."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    errors = _without_echoes(sorted(_validator_with_defaults(schema).iter_errors(config), key=lambda e: e.json_path))
+    names = dict.fromkeys([*systems.built_in_systems(), *register_own_systems(config)])
+    validator = _validator_with_defaults(schema(names, schema_path))
+    errors = _without_echoes(sorted(validator.iter_errors(config), key=lambda e: e.json_path))
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
     check_semantics(config)
@@ -74,7 +144,8 @@ def complete_section(system: str, stage: str, settings: dict, schema_path: Path 
     """One stage's settings validated against its part of the schema, defaults filled in.
 
     Lets a stage run from the command line with a partial section, and refuses a bad one
-    with the key named, exactly as the whole-config validation would.
+    with the key named, exactly as the whole-config validation would. `system` is a system's
+    name or, for a user's system, its module (as the stores record it).
     """
     settings = copy.deepcopy(settings)
     problems = section_problems(system, stage, settings, f"systems.{system}.{stage}", schema_path)
@@ -86,35 +157,24 @@ def complete_section(system: str, stage: str, settings: dict, schema_path: Path 
 def section_problems(system: str, stage: str, settings: dict, key: str, schema_path: Path = SCHEMA_PATH) -> list[str]:
     """What is wrong with one stage's settings, each line naming its key under `key`; fills
     the section's defaults in place."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
     try:
-        reference = schema["$defs"][system]["properties"][stage]["$ref"]
-    except KeyError:
+        definitions = schema([system], schema_path)["$defs"]
+        reference = definitions[system]["properties"][stage]["$ref"]
+    except (KeyError, ValueError):
         raise ConfigError(f"no settings '{stage}' are known for system '{system}'") from None
-    validator = _validator_with_defaults({"$ref": reference, "$defs": schema["$defs"]})
+    validator = _validator_with_defaults({"$ref": reference, "$defs": definitions})
     return [_describe(error, prefix=key) for error in sorted(validator.iter_errors(settings), key=lambda e: e.json_path)]
-
-
-def merged(base: dict, changes: dict) -> dict:
-    """`base` with `changes` laid over it, nested sections merged key by key."""
-    result = copy.deepcopy(base)
-    for name, value in changes.items():
-        result[name] = merged(result[name], value) if isinstance(value, dict) and isinstance(result.get(name), dict) else value
-    return result
 
 
 def check_semantics(config: dict) -> None:
     """Checks the schema cannot express: sizes that depend on the system and each other."""
-    from macroclosure.efficiency_plan import problems as efficiency_problems
-    from macroclosure.planning import budget_problems
-    from macroclosure.systems import dimensions, setting_problems
-
     problems = []
     for name, system in config["systems"].items():
         prefix = f"systems.{name}"
-        dims = dimensions(name, system["simulate"])
+        dims = systems.dimensions(name, system["simulate"])
         problems += [
-            f"config key '{prefix}.simulate.{key}': {why}" for key, why in setting_problems(name, system["simulate"]).items()
+            f"config key '{prefix}.simulate.{key}': {why}"
+            for key, why in systems.setting_problems(name, system["simulate"]).items()
         ]
         latent = system["closure"]["latent_dim"]
         if latent <= dims.observables:
@@ -124,13 +184,12 @@ def check_semantics(config: dict) -> None:
             )
         problems += encoder_problems(system["closure"], f"{prefix}.closure")
         for p in system["sample"]["fractions"]:
-            if round(p * dims.units) < 1:
+            if fraction_count(p, dims.units) < 1:
                 problems.append(
                     f"config key '{prefix}.sample.fractions': p = {p} samples no {dims.unit} "
                     f"of {dims.units} (p * units must be at least 1)"
                 )
-        simulate = system["simulate"]
-        available = simulate["trajectories"]["train"] * (simulate["steps"] // simulate["save_every"] + 1)
+        available = saved_states(system["simulate"])
         if system["sample"]["configurations"] > available:
             problems.append(
                 f"config key '{prefix}.sample.configurations': {system['sample']['configurations']} "
@@ -145,6 +204,58 @@ def check_semantics(config: dict) -> None:
     problems += efficiency_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def budget_problems(spec: dict, prefix: str) -> list[str]:
+    """Equal-budget runs too small to train, each naming `sample.equal_budget` under `prefix`."""
+    return [f"config key '{prefix}.sample.equal_budget': L_z at the force budget of p = {p} on "
+            f"{spec['sample']['configurations']} configurations trains on {count} configurations "
+            f"(at least {MIN_BUDGET_CONFIGURATIONS} needed); raise sample.configurations or set equal_budget: false"
+            for p, count in budget_runs(spec) if count < MIN_BUDGET_CONFIGURATIONS]
+
+
+def efficiency_problems(config: dict) -> list[str]:
+    """Settings of the `efficiency:` section that validate but cannot run, each naming its key."""
+    found = []
+    for system, grid in config["efficiency"]["systems"].items():
+        prefix = f"efficiency.systems.{system}"
+        size_key = "sizes" if "sizes" in grid else f"simulate.{systems.size_key(system)}"
+        if "L_xp" in grid["losses"] and not (grid["fractions"] or grid["sampled_units"]):
+            found.append(f"config key '{prefix}.losses': L_xp needs 'fractions' or 'sampled_units'")
+        available = saved_states(grid["simulate"])
+        found += [f"config key '{prefix}.configurations': {count} exceeds the {available} saved training states"
+                  for count in all_training_sets(grid) if count > available]
+        found += [f"config key '{prefix}.configurations_by_loss.{loss}': {loss} is not one of the grid's losses"
+                  for loss in grid["configurations_by_loss"] if loss not in grid["losses"]]
+        for size in sizes(system, grid):
+            simulate = simulate_settings(system, grid, size)
+            found += [f"config key '{prefix}.{size_key if key == systems.size_key(system) else 'simulate.' + key}': {why}"
+                      for key, why in systems.setting_problems(system, simulate).items()]
+            dims = systems.dimensions(system, simulate)
+            found += [f"config key '{prefix}.sampled_units': k = {k} exceeds the {dims.units} {dims.unit}s at size {size}"
+                      for k in grid["sampled_units"] if k > dims.units]
+            found += [f"config key '{prefix}.fractions': p = {p} samples no {dims.unit} of {dims.units} at size {size}"
+                      for p in grid["fractions"] if fraction_count(p, dims.units) < 1]
+            closure = section_at(grid, "closure", size)
+            found += encoder_problems(closure, f"{prefix}.closure", f" at size {size}")
+            latent_dim = closure["latent_dim"]
+            if latent_dim <= dims.observables:
+                found.append(f"config key '{prefix}.closure.latent_dim': {latent_dim} must be larger "
+                             f"than the number of observables ({dims.observables}) at size {size}")
+        found += override_problems(system, grid, prefix)
+    return list(dict.fromkeys(found))
+
+
+def override_problems(system: str, grid: dict, prefix: str) -> list[str]:
+    """`at_sizes` entries that name a size the grid does not measure, or change a key the stage lacks."""
+    found = []
+    for number, override in enumerate(grid["at_sizes"]):
+        key = f"{prefix}.at_sizes[{number}]"
+        found += [f"config key '{key}.sizes': {size} is not one of the grid's sizes {sizes(system, grid)}"
+                  for size in override["sizes"] if size not in sizes(system, grid)]
+        found += [problem for stage in ("closure", "train") if stage in override
+                  for problem in section_problems(system, stage, merged(grid[stage], override[stage]), f"{key}.{stage}")]
+    return found
 
 
 def encoder_problems(closure: dict, key: str, where: str = "") -> list[str]:
@@ -168,27 +279,3 @@ def load_config(path: str | Path) -> dict:
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read configuration {path}: {error}") from error
     return validate(config)
-
-
-def partial_fractions(system: dict) -> list[float]:
-    """The fractions p < 1 that L_xp trains on."""
-    return [p for p in system["sample"]["fractions"] if p < 1]
-
-
-def training_runs(system: dict) -> list[tuple[str, float]]:
-    """Every (loss, p) the system trains: full-force losses at p = 1, L_xp at each p < 1."""
-    runs = [(loss, 1.0) for loss in system["train"]["losses"] if loss in FULL_FORCE_LOSSES]
-    if "L_xp" in system["train"]["losses"]:
-        runs += [("L_xp", p) for p in partial_fractions(system)]
-    return runs
-
-
-def format_fraction(p: float) -> str:
-    """The fraction as it appears in paths: 0.2 -> '0.2', 1.0 -> '1', 1/16 -> '0.0625'."""
-    return f"{p:g}"
-
-
-def digest(section: Any) -> str:
-    """A stable SHA-256 of a configuration section (keys sorted), recorded in every output."""
-    canonical = json.dumps(section, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()

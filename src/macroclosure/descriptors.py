@@ -94,7 +94,7 @@ def minimum_image_distances(positions: Tensor, pairs: Tensor, real: Tensor, box_
 
 def lennard_jones_energy(r: Tensor, r_cutoff: float) -> Tensor:
     """Truncated, unshifted LJ energy 4 (r^-12 - r^-6) of pairs at distance r, 0 beyond r_cutoff
-    (the potential of systems.lennard_jones)."""
+    (the potential of lennard_jones_md)."""
     inside = r < r_cutoff
     inverse_six = torch.where(inside, r, 1.0).pow(-6)
     return torch.where(inside, 4.0 * (inverse_six.square() - inverse_six), 0.0)

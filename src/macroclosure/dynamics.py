@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from macroclosure.integrators import rk4_step
+from macroclosure.models import network
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus}
 
@@ -201,14 +202,9 @@ class GFINN(nn.Module):
         return reversible + irreversible
 
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "onsager": OnsagerNet, "gfinn": GFINN}
-
-
 def build_model(name: str, dim: int, settings: dict) -> nn.Module:
-    """Instantiate the latent model registered under `name` with its keyword settings."""
-    if name not in MODELS:
-        raise ValueError(f"unknown latent model {name!r}; known: {sorted(MODELS)}")
-    return MODELS[name](dim, **settings)
+    """Instantiate the latent model registered under `name` (macroclosure.models) with its keyword settings."""
+    return network(name)(dim, **settings)
 
 
 def rk4_rollout(model: nn.Module, z0: Tensor, n_steps: int, dt: float, substeps: int = 1) -> Tensor:

@@ -1,6 +1,6 @@
 """The `macroclosure efficiency` stage: rollout error against the cost of force computation.
 
-From the metrics of every run of the efficiency grid (`efficiency_plan`): rollout error, mean
+From the metrics of every run of the efficiency grid (`planning.plan`): rollout error, mean
 and std over seeds and ensemble members and always against the encoded ground-truth test
 trajectories, against force evaluations; per size the smallest training set whose mean error
 is at most e_tol, the force evaluations and force wall time it took, and the ratio L_z / L_x,p.
@@ -19,9 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from macroclosure.efficiency_plan import run_of, size_of_baselines, sizes  # noqa: E402
+from macroclosure.planning import run_of, size_of_baselines, sizes  # noqa: E402
 from macroclosure.report import (DIVERGED_ERROR, draw_baselines, finish_error_axis, load_baselines,  # noqa: E402
-                                 load_metrics, save_figure, with_baselines)
+                                 load_metrics, save_figure, with_baselines, write_table)
 from macroclosure.runtime import log  # noqa: E402
 
 BASELINE = "L_z"
@@ -207,7 +207,7 @@ def plot_scaling(reached: pd.DataFrame, ratio: pd.DataFrame, system: str, path: 
 
 
 def efficiency(metrics_paths: list[str], baselines_paths: list[str], out: str, settings: dict) -> None:
-    """Write the tables (points.csv, to_tolerance.csv, ratios.csv, to_tolerance.md) and the
+    """Write the tables (points, to_tolerance and ratios as CSV and HTML, to_tolerance.md) and the
     figures (data_efficiency_{system}.png; scaling_{system}.png where the grid has several
     sizes) of the efficiency grid `settings` (the config's efficiency section) into `out`;
     `baselines_paths` are the baselines.json of every system and size, shown beside the curves."""
@@ -218,9 +218,15 @@ def efficiency(metrics_paths: list[str], baselines_paths: list[str], out: str, s
     baselines = load_size_baselines(baselines_paths)
     reached = to_tolerance(points, tolerances)
     ratio = ratios(reached)
-    with_baselines(points, baselines, ["system", "size"], name="loss").to_csv(out / "points.csv", index=False)
-    reached.to_csv(out / "to_tolerance.csv", index=False)
-    ratio.to_csv(out / "ratios.csv", index=False)
+    tables = {
+        "points": (with_baselines(points, baselines, ["system", "size"], name="loss"),
+                   "Efficiency grid: rollout error and force cost per run, then the baselines of each size"),
+        "to_tolerance": (reached, "Smallest training set reaching e_tol, per size and curve"),
+        "ratios": (ratio, "Cost of L_z to e_tol over each partial-force curve's"),
+    }
+    for name, (table, title) in tables.items():
+        table.to_csv(out / f"{name}.csv", index=False)
+        write_table(table, title, out / f"{name}.html")
     (out / "to_tolerance.md").write_text(markdown(reached, ratio) + "\n" + baselines_markdown(baselines))
     for system, grid in settings["systems"].items():
         plot_data_efficiency(points, baselines, system, tolerances[system], out / f"data_efficiency_{system}.png")

@@ -69,6 +69,8 @@ def evaluate(model_dir: str, closure: str, trajectories: str, out: str, settings
     ds = open_store(trajectories, "trajectories", system=closure_hparams["system"])
     system = system_of(ds)
     time = ds["time"].values
+    log.info("encoding %d test trajectories, then rolling out %d ensemble members from their first states",
+             ds.sizes["trajectory"], len(members))
     truth = encode_trajectories(autoencoder.to(torch_used), ds)
     predicted = np.stack([
         rollout(PhysicalRate(model, normalisation), truth[:, 0], len(time) - 1, float(time[1] - time[0]), settings["substeps"], torch_used)

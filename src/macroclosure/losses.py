@@ -7,6 +7,12 @@ micro-space loss, which compares J^+ dz/dt with the microscopic forces.
 import torch
 from torch import Tensor
 
+LOSSES = {
+    "L_z": "latent loss |g(z) - J f|^2 on full forces (the baseline)",
+    "L_x": "micro-space loss |J+ g(z) - f|^2 on full forces",
+    "L_xp": "micro-space loss on the forces of a random fraction p of the units (the method)",
+}
+
 
 def latent_loss(prediction: Tensor, target: Tensor) -> Tensor:
     """L_z: mean over the batch of ||prediction - target||^2, [B, d] each."""

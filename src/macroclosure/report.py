@@ -6,28 +6,59 @@ mean rollout error is not below the mean-course baseline is marked as having no 
 
 from __future__ import annotations
 
+import html
 import json
+import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from macroclosure.baselines import BASELINES  # noqa: E402
 from macroclosure.history import read_history  # noqa: E402
-from macroclosure.planning import BUDGET_LOSS, budget_configurations  # noqa: E402
+from macroclosure.models import latent_model  # noqa: E402
+from macroclosure.planning import BUDGET_LOSS, fraction_count  # noqa: E402
 from macroclosure.runtime import log  # noqa: E402
 
 GROUP = ["system", "model", "loss", "p", "configurations"]  # an equal-budget L_z run is its own row
 ERROR_TOLERANCE = 3e-3  # METHOD.md's reference tolerance e_tol
-MODEL_STYLE = {"mlp": ("C0", "o"), "onsager": ("C1", "s"), "gfinn": ("C2", "D")}  # colour, marker
 DIVERGED_ERROR = 1.0  # a relative error above 1 is worse than predicting zero: the rollout left
 SKILL_BASELINE = "mean course"  # a model shows skill only with a mean error below this baseline's
 BASELINE_STYLE = dict(zip(BASELINES, (":", "-.")))  # line style of each baseline in the figures
+PANEL_INCHES = (4.2, 3.2)  # one panel of a figure grid: about 460 x 350 pixels at the saved dpi
+PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{font-family: sans-serif; font-size: 13px; margin: 1em}}
+table {{border-collapse: collapse}}
+th, td {{padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap}}
+th {{background: #f2f2f2; position: sticky; top: 0}}
+pre {{font-size: 12px}}
+</style></head>
+<body><h3>{title}</h3>
+{body}
+</body></html>
+"""
+
+
+class SparseMinorLabels(ticker.Formatter):
+    """Minor-tick labels of a log axis: only 2 and 5 of each decade, and only where the axis
+    spans under two decades (where decades alone leave too few labels). Matplotlib labels
+    every minor tick of a short axis, and 3, 4 and 6 x 10^n run into each other."""
+
+    def __call__(self, value, position=None):
+        low, high = self.axis.get_view_interval()
+        exponent = math.floor(math.log10(value))
+        mantissa = round(value / 10**exponent)
+        if math.log10(high / low) >= 2 or mantissa not in (2, 5):
+            return ""
+        return f"${mantissa}\\times10^{{{exponent}}}$"
 
 
 def finish_error_axis(axis, tolerance: float, title: str, force_unit: str) -> None:
@@ -35,6 +66,8 @@ def finish_error_axis(axis, tolerance: float, title: str, force_unit: str) -> No
     axis.axhline(tolerance, color="grey", ls="--", lw=1, label=f"e_tol = {tolerance:g}")
     axis.set(xscale="log", yscale="log", title=title,
              xlabel=f"force evaluations ({force_unit}s)", ylabel="relative rollout error")
+    for scale in (axis.xaxis, axis.yaxis):
+        scale.set_minor_formatter(SparseMinorLabels())
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=7)
 
@@ -51,6 +84,18 @@ def save_figure(figure, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def write_page(body: str, title: str, path: Path) -> None:
+    """A standalone HTML page: the HTML report shows such an item inline, where a CSV or YAML
+    file is only a download link."""
+    path.write_text(PAGE.format(title=html.escape(title), body=body))
+
+
+def write_table(table: pd.DataFrame, title: str, path: Path) -> None:
+    """`table` as an HTML page: floats to 3 significant digits, missing values empty."""
+    body = table.to_html(index=False, na_rep="", float_format=lambda value: f"{value:.3g}", border=0)
+    write_page(body, title, path)
 
 
 def load_metrics(paths: list[str]) -> pd.DataFrame:
@@ -122,10 +167,10 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def equal_budget(summary: pd.DataFrame) -> pd.DataFrame:
     """Per (system, model, L_x,p row): L_x,p beside L_z on the same force budget, full forces on
-    `planning.budget_configurations` configurations (columns of L_z end in `_z`), and
+    `planning.fraction_count(p, configurations)` configurations (columns of L_z end in `_z`), and
     `equal_budget_winner`: the loss of lower mean error (a diverged one loses), or `neither`."""
     partial = summary[summary["loss"] == "L_xp"]
-    partial = partial.assign(budget=[budget_configurations(p, count) for p, count in zip(partial["p"], partial["configurations"])])
+    partial = partial.assign(budget=[fraction_count(p, count) for p, count in zip(partial["p"], partial["configurations"])])
     full = summary[(summary["loss"] == BUDGET_LOSS) & (summary["p"] == 1)]
     pairs = partial.merge(full[["system", "model", "configurations", "force_evaluations", "rollout_error_mean"]],
                           left_on=["system", "model", "budget"], right_on=["system", "model", "configurations"],
@@ -182,7 +227,7 @@ def plot_error_against_cost(metrics: pd.DataFrame, baselines: pd.DataFrame, path
         kept = rows["rollout_error"][rows["rollout_error"] <= DIVERGED_ERROR]
         top = 3 * kept.max() if len(kept) else DIVERGED_ERROR
         for number, ((model, loss, p, count), group) in enumerate(rows.groupby(["model", "loss", "p", "configurations"])):
-            colour, marker = f"C{number}", MODEL_STYLE[model][1]
+            colour, marker = f"C{number}", latent_model(model).marker
             errors = group["rollout_error"]
             good = errors <= DIVERGED_ERROR
             axis.scatter(group["force_evaluations"][good], errors[good], marker=marker, color=colour, s=14, alpha=0.5)
@@ -195,34 +240,52 @@ def plot_error_against_cost(metrics: pd.DataFrame, baselines: pd.DataFrame, path
     save_figure(figure, path)
 
 
-def plot_loss_curves(histories: list[str], path: Path) -> None:
-    """Training loss against epoch for every trained model, one panel per (system, loss)."""
-    runs = [(json.loads((Path(h).parent / "hparams.json").read_text()), read_history(h)) for h in histories]
-    panels = sorted({(hp["system"], hp["loss"]) for hp, _ in runs})
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
-    for axis, (system, loss) in zip(axes[0], panels):
-        for hp, history in runs:
-            if (hp["system"], hp["loss"]) == (system, loss):
-                axis.plot(history["epoch"], history["loss"], lw=1, color=MODEL_STYLE[hp["model"]][0], alpha=0.7)
-        for model in sorted({hp["model"] for hp, _ in runs}):
-            axis.plot([], [], color=MODEL_STYLE[model][0], label=model)
-        axis.set(yscale="log", title=f"{system} {loss}", xlabel="epoch", ylabel="training loss")
-        axis.legend(fontsize=8)
+def plot_loss_curves(model_dirs: list[str], path: Path) -> None:
+    """Loss per epoch of every trained model in a grid: one row per system, one column per loss;
+    solid lines the training loss, dashed the validation loss, one colour per latent model."""
+    runs = [(json.loads((Path(d) / "hparams.json").read_text()), read_history(Path(d) / "history.csv")) for d in model_dirs]
+    systems, losses = (sorted({hp[key] for hp, _ in runs}) for key in ("system", "loss"))
+    width, height = PANEL_INCHES
+    figure, axes = plt.subplots(len(systems), len(losses), figsize=(width * len(losses), height * len(systems)),
+                                squeeze=False)
+    for (row, system), (column, loss) in ((r, c) for r in enumerate(systems) for c in enumerate(losses)):
+        axis = axes[row][column]
+        chosen = [(hp, history) for hp, history in runs if (hp["system"], hp["loss"]) == (system, loss)]
+        if not chosen:
+            axis.set_axis_off()
+            axis.text(0.5, 0.5, f"{system}: no {loss} runs", ha="center", va="center", transform=axis.transAxes)
+            continue
+        for hp, history in chosen:
+            colour = latent_model(hp["model"]).colour
+            axis.plot(history["epoch"], history["loss"], lw=1, color=colour, alpha=0.7)
+            axis.plot(history["epoch"], history["validation_loss"], lw=1, ls="--", color=colour, alpha=0.7)
+        for model in sorted({hp["model"] for hp, _ in chosen}):
+            axis.plot([], [], color=latent_model(model).colour, label=model)
+        axis.plot([], [], color="grey", label="training")
+        axis.plot([], [], color="grey", ls="--", label="validation")
+        axis.set(yscale="log", title=f"{system}: {loss}", xlabel="epoch", ylabel="loss")
+        axis.yaxis.set_minor_formatter(SparseMinorLabels())
+        axis.legend(fontsize=7)
     save_figure(figure, path)
 
 
-def report(metrics_paths: list[str], history_paths: list[str], baselines_paths: list[str], out: str, config: dict) -> None:
-    """Write summary.csv, summary.md, the figures and config.yaml (the validated configuration,
-    defaults filled in, that produced them) into the folder `out`; the baselines of every system
-    (`baselines_paths`, baselines.json) stand beside the models in the table and the figure."""
+def report(metrics_paths: list[str], model_dirs: list[str], baselines_paths: list[str], out: str, config: dict) -> None:
+    """Write summary.csv, summary.md and summary.html, the figures, and config.yaml and
+    config.html (the validated configuration, defaults filled in, that produced them) into the
+    folder `out`; the baselines of every system (`baselines_paths`, baselines.json) stand beside
+    the models in the table and the figure; the loss curves come from the trained models'
+    folders `model_dirs`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    configuration = yaml.safe_dump(config, sort_keys=False)
+    (out / "config.yaml").write_text(configuration)
+    write_page(f"<pre>{html.escape(configuration)}</pre>", "Validated configuration", out / "config.html")
     metrics = load_metrics(metrics_paths)
     baselines = load_baselines(baselines_paths)
     summary = with_baselines(summarise(metrics), baselines, ["system"])
     summary.to_csv(out / "summary.csv", index=False)
+    write_table(summary, "Summary: rollout error and force cost per trained configuration, then the baselines", out / "summary.html")
     (out / "summary.md").write_text(markdown_table(summary) + budget_sentences(summary))
     plot_error_against_cost(metrics, baselines, out / "error_vs_force_evaluations.png")
-    plot_loss_curves(history_paths, out / "loss_curves.png")
+    plot_loss_curves(model_dirs, out / "loss_curves.png")
     log.info("report of %d models written to %s", len(metrics), out)

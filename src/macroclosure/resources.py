@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from macroclosure.planning import fraction_count, saved_frames
 from macroclosure.systems import dimensions
 
 MB = 2**20
@@ -61,13 +62,12 @@ def sizes(system: str, spec: dict) -> Sizes:
     """Sizes of `system` under its validated config section `spec`."""
     simulate = spec["simulate"]
     dims = dimensions(system, simulate)
-    frames = simulate["steps"] // simulate["save_every"] + 1
-    return Sizes(dims.dof, dims.units, dims.rows_per_unit, np.dtype(simulate["dtype"]).itemsize, frames)
+    return Sizes(dims.dof, dims.units, dims.rows_per_unit, np.dtype(simulate["dtype"]).itemsize, saved_frames(simulate))
 
 
 def force_rows(size: Sizes, p: float) -> int:
     """State rows whose force one configuration holds at fraction p."""
-    return round(p * size.units) * size.rows_per_unit
+    return fraction_count(p, size.units) * size.rows_per_unit
 
 
 def simulate_load(size: Sizes, spec: dict, split: str) -> tuple[float, float]:

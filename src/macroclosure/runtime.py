@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import logging
 import platform
+from typing import Any
 
 from macroclosure import __version__
-from macroclosure.config import digest
 
 log = logging.getLogger("macroclosure")
 TRACKED_PACKAGES = ("jax", "jaxlib", "jax-md", "torch", "numpy", "xarray", "zarr")
@@ -58,6 +60,12 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return found
+
+
+def digest(section: Any) -> str:
+    """A stable SHA-256 of a configuration section (keys sorted), recorded in every output."""
+    canonical = json.dumps(section, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def provenance(settings: dict, seed: int | None, device: str) -> dict:

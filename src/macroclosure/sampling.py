@@ -1,11 +1,11 @@
 """Partial-force sampling: random configurations, random unit subsets, forces on those only.
 
 Configurations are drawn without replacement from the training trajectories, and per
-configuration a uniform random subset of k = round(p * units) sampling units (also without
-replacement). The system's `partial_rhs` computes the rate on the subset from its stencil
-or neighbours alone, so the cost is O(k). The store records which rows were computed, the
-values, the force-evaluation count (configurations x k) and the wall time of the force
-computation itself (compilation and I/O excluded).
+configuration a uniform random subset of k = round(p * units) sampling units
+(`planning.fraction_count`, also without replacement). The system's `partial_rhs` computes
+the rate on the subset from its stencil or neighbours alone, so the cost is O(k). The store
+records which rows were computed, the values, the force-evaluation count (configurations x k)
+and the wall time of the force computation itself (compilation and I/O excluded).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import xarray as xr
 from tqdm import tqdm
 
 from macroclosure.config import complete_section
-from macroclosure.planning import sample_settings
+from macroclosure.planning import fraction_count, sample_settings
 from macroclosure.runtime import jax_device, log, provenance
 from macroclosure.store import open_store, read_states, write_store
 from macroclosure.systems import system_of
@@ -95,7 +95,7 @@ def sample(trajectories: str, out: str, p: float, seed: int, settings: dict, dev
     count = settings["configurations"]
     if count > n_trajectories * n_times:
         raise ValueError(f"{count} configurations requested but {trajectories} holds {n_trajectories * n_times} states")
-    k = round(p * system.dims.units)
+    k = fraction_count(p, system.dims.units)
     if k < 1:
         raise ValueError(f"p = {p} samples no {system.dims.unit} out of {system.dims.units}")
     if settings["draw"] == "trajectories":

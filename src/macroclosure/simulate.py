@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from macroclosure.config import complete_section
 from macroclosure.integrators import rk4_step
+from macroclosure.planning import saved_frames
 from macroclosure.runtime import jax_device, log, provenance, use_float64
 from macroclosure.store import streamed_store
 from macroclosure.systems import System, build_system
@@ -78,7 +79,7 @@ def rk4_integrate(system: System, x0: np.ndarray, n_frames: int, save_every: int
 def integrate_batch(system: System, x0: np.ndarray, settings: dict, first_trajectory: int, split: str, progress):
     """Saved states [B, frames + 1, N] of one batch, by the system's own integrator (MD) or
     RK4; raises SimulationDiverged naming the trajectory and step of a blow-up."""
-    n_frames = settings["steps"] // settings["save_every"]
+    n_frames = saved_frames(settings) - 1  # after the initial state
     chunk_frames = max(1, math.ceil(n_frames / PROGRESS_UPDATES))
     integrate = system.integrate or partial(rk4_integrate, system)
     states, first_bad = integrate(x0, n_frames, settings["save_every"], chunk_frames, progress.update)
@@ -100,10 +101,11 @@ def simulate(system_name: str, settings: dict, split: str, out: str, device: str
     jax_device_used = jax_device(device)
     system = build_system(system_name, settings)
     count = settings["trajectories"][split]
+    log.info("simulating %d %s trajectories of %s, %d steps each; drawing initial states", count, split, system_name, settings["steps"])
     rng = np.random.default_rng([settings["seed"], SPLIT_STREAMS[split]])
     x0, initial = system.initial_conditions(rng, count)
     x0 = x0.astype(settings["dtype"])
-    n_frames = settings["steps"] // settings["save_every"]
+    n_frames = saved_frames(settings) - 1  # after the initial state
     time = np.arange(n_frames + 1) * settings["save_every"] * system.time_step
     attrs = {
         "system": system_name,
@@ -114,7 +116,7 @@ def simulate(system_name: str, settings: dict, split: str, out: str, device: str
         "dof_layout": json.dumps(system.layout),
         "provenance": json.dumps(provenance(settings, settings["seed"], str(jax_device_used)), sort_keys=True),
     }
-    log.info("simulating %d %s trajectories of %s, %d steps each", count, split, system_name, settings["steps"])
+    log.info("integrating (the first chunk includes compilation)")
     batch = settings["batch_size"]
     with streamed_store(out, "trajectories", attrs, append_dim="trajectory") as append, tqdm(
         total=count * n_frames * settings["save_every"], unit="traj-step", unit_scale=True,

@@ -155,6 +155,7 @@ def train(trajectories: str, forces: str, closure: str, out: str, model_name: st
     if force_store.attrs["trajectories_digest"] != made_from:
         raise StoreError(forces, f"was sampled from other trajectories than {trajectories}")
     torch_used = torch_device(device)
+    log.info("preparing %s targets: encoder Jacobians of %d configurations", loss, force_store.sizes["sample"])
     start = time.perf_counter()
     tensors = training_tensors(autoencoder, trajectory_store, force_store, loss)
     prepare_seconds = time.perf_counter() - start

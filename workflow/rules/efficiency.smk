@@ -48,6 +48,7 @@ use rule simulate as efficiency_simulate with:
     output:
         directory(f"{EFFICIENCY_SIZE}/trajectories/{{split}}.zarr"),
     params:
+        system=lambda wildcards: module_of(wildcards.system),
         settings=lambda wildcards: efficiency_section(wildcards, "simulate"),
         device=config["device"],
     log:
@@ -160,9 +161,11 @@ rule efficiency_report:
         baselines=[f"{EFFICIENCY}/{system}/size{size}/baselines.json" for system, grid in EFFICIENCY_GRIDS.items()
                    for size in sizes(system, grid)],
     output:
-        points=report(f"{EFFICIENCY}/points.csv", caption="../report/efficiency_points.rst", category="Efficiency"),
-        reached=report(f"{EFFICIENCY}/to_tolerance.csv", caption="../report/efficiency_tolerance.rst", category="Efficiency"),
-        ratios=report(f"{EFFICIENCY}/ratios.csv", caption="../report/efficiency_ratios.rst", category="Efficiency"),
+        points=report(f"{EFFICIENCY}/points.html", caption="../report/efficiency_points.rst", category="Efficiency"),
+        reached=report(f"{EFFICIENCY}/to_tolerance.html", caption="../report/efficiency_tolerance.rst", category="Efficiency"),
+        ratios=report(f"{EFFICIENCY}/ratios.html", caption="../report/efficiency_ratios.rst", category="Efficiency"),
+        csv=[report(f"{EFFICIENCY}/{table}.csv", caption="../report/efficiency_csv.rst", category="Efficiency")
+             for table in ("points", "to_tolerance", "ratios")],
         markdown=f"{EFFICIENCY}/to_tolerance.md",
         data=[
             report(f"{EFFICIENCY}/data_efficiency_{system}.png", caption="../report/efficiency_data.rst", category="Efficiency")
@@ -174,7 +177,7 @@ rule efficiency_report:
             if len(sizes(system, grid)) > 1
         ],
     params:
-        settings=json.dumps(config["efficiency"], sort_keys=True),
+        settings_digest=digest(config["efficiency"]),
         folder=EFFICIENCY,
     log:
         f"{RESULTS}/logs/efficiency/report.log",
@@ -187,7 +190,8 @@ rule efficiency_report:
         mem_mb=2000,
         runtime=10,
     shell:
-        "macroclosure efficiency --metrics {input.metrics} --baselines {input.baselines} --settings {params.settings:q} --out {params.folder} > {log} 2>&1"
+        "macroclosure efficiency --metrics {input.metrics} --baselines {input.baselines}"
+        ' --settings "$MACROCLOSURE_EFFICIENCY" --out {params.folder} > {log} 2>&1'
 
 
 rule efficiency:

@@ -6,15 +6,16 @@ rule report:
         models=[f"{RESULTS}/{system}/dynamics/{run}" for system in SYSTEMS for run in run_names(config["systems"][system])],
         baselines=[f"{RESULTS}/{system}/baselines.json" for system in SYSTEMS],
     output:
-        csv=report(f"{RESULTS}/report/summary.csv", caption="../report/summary.rst", category="Summary"),
+        table=report(f"{RESULTS}/report/summary.html", caption="../report/summary.rst", category="Summary"),
+        csv=report(f"{RESULTS}/report/summary.csv", caption="../report/summary_csv.rst", category="Summary"),
         markdown=f"{RESULTS}/report/summary.md",
         cost=report(f"{RESULTS}/report/error_vs_force_evaluations.png", caption="../report/cost.rst", category="Summary"),
         losses=report(f"{RESULTS}/report/loss_curves.png", caption="../report/losses.rst", category="Training"),
-        config=report(f"{RESULTS}/report/config.yaml", caption="../report/config.rst", category="Configuration"),
+        page=report(f"{RESULTS}/report/config.html", caption="../report/config.rst", category="Configuration"),
+        config=report(f"{RESULTS}/report/config.yaml", caption="../report/config_yaml.rst", category="Configuration"),
     params:
-        histories=lambda wildcards, input: [f"{model}/history.csv" for model in input.models],
         folder=f"{RESULTS}/report",
-        config=json.dumps(config, sort_keys=True),
+        config_digest=digest(config),
     log:
         f"{RESULTS}/logs/report.log",
     benchmark:
@@ -26,5 +27,5 @@ rule report:
         mem_mb=2000,
         runtime=10,
     shell:
-        "macroclosure report --metrics {input.metrics} --histories {params.histories} --baselines {input.baselines}"
-        " --config {params.config:q} --out {params.folder} > {log} 2>&1"
+        "macroclosure report --metrics {input.metrics} --models {input.models} --baselines {input.baselines}"
+        ' --config "$MACROCLOSURE_CONFIG" --out {params.folder} > {log} 2>&1'

@@ -3,6 +3,7 @@ rule simulate:
     output:
         directory(f"{RESULTS}/{{system}}/trajectories/{{split}}.zarr"),
     params:
+        system=lambda wildcards: module_of(wildcards.system),
         settings=lambda wildcards: section(wildcards, "simulate"),
         device=config["device"],
     log:
@@ -17,5 +18,5 @@ rule simulate:
         runtime=lambda wildcards, attempt: need("simulate", wildcards, attempt).runtime,
         gpu=GPUS,
     shell:
-        "macroclosure simulate --system {wildcards.system} --split {wildcards.split}"
+        "macroclosure simulate --system {params.system} --split {wildcards.split}"
         " --settings {params.settings:q} --device {params.device} --out {output} > {log} 2>&1"

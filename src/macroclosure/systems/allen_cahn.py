@@ -15,11 +15,25 @@ from __future__ import annotations
 
 import math
 
-import jax.numpy as jnp
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from macroclosure.systems import Dimensions, System
+import numpy as np
+
+from macroclosure.systems import Dimensions, System, simulate_schema
+
+if TYPE_CHECKING:
+    import torch
+
+SETTINGS = simulate_schema(
+    {
+        "cells": {"type": "integer", "minimum": 3, "default": 24, "description": "grid cells per side n (N = n x n; published 200)"},
+        "dt_over_h2": {"$ref": "#/$defs/positive_number", "default": 0.1, "description": "RK4 time step in units of h^2"},
+    },
+    steps=4000, save_every=40, trajectories={"train": 20, "test": 5}, batch_size=32,
+    notes={"steps": "RK4 steps per trajectory (published 40 000)", "save_every": "steps between saved states (published 100)"},
+)
+SIZE_KEY = "cells"
+KIND = "grid"
 
 
 def dimensions(settings: dict) -> Dimensions:
@@ -44,6 +58,9 @@ def _rate(centre, west, east, north, south, inv_h2, h2_over_eps2):
 
 
 def build(settings: dict) -> System:
+    import jax.numpy as jnp
+    import torch
+
     cells = settings["cells"]
     h = 1.0 / cells
     eps = interface_width(cells)

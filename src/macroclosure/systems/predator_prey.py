@@ -10,11 +10,27 @@ and costs O(k).
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from macroclosure.systems import Dimensions, System
+import numpy as np
+
+from macroclosure.systems import Dimensions, System, simulate_schema
+
+if TYPE_CHECKING:
+    import torch
+
+SETTINGS = simulate_schema(
+    {
+        "cells": {"type": "integer", "minimum": 3, "default": 50, "description": "grid cells per species (N = 2 cells)"},
+        "a": {"type": "number", "default": 3.0},
+        "b": {"type": "number", "default": 0.4},
+        "diffusion_u": {"type": "number", "minimum": 0, "default": 0.0, "description": "diffusion coefficient of u (v has 1)"},
+        "dt": {"$ref": "#/$defs/positive_number", "default": 0.01},
+    },
+    steps=3000, save_every=10, trajectories={"train": 40, "test": 10}, batch_size=64,
+)
+SIZE_KEY = "cells"
+KIND = "grid"
 
 
 def dimensions(settings: dict) -> Dimensions:
@@ -24,6 +40,8 @@ def dimensions(settings: dict) -> Dimensions:
 
 def _rate(species, left, centre, right, u, v, a, b, diffusion_u):
     """The rate of one grid value from its stencil; shared by the full and partial force."""
+    import jax.numpy as jnp
+
     laplacian = (left + right) - 2.0 * centre
     prey = diffusion_u * laplacian + u * (1.0 - u - v)
     predator = laplacian + a * v * (u - b)
@@ -31,6 +49,9 @@ def _rate(species, left, centre, right, u, v, a, b, diffusion_u):
 
 
 def build(settings: dict) -> System:
+    import jax.numpy as jnp
+    import torch
+
     cells = settings["cells"]
     a, b, diffusion_u = settings["a"], settings["b"], settings["diffusion_u"]
     species = jnp.repeat(jnp.arange(2), cells)
