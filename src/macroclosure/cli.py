@@ -127,9 +127,9 @@ def system_name(text: str) -> str:
 
 
 def model_names() -> list[str]:
-    from macroclosure.dynamics import MODELS
+    from macroclosure.models import model_names as registered
 
-    return list(MODELS)
+    return list(registered())
 
 
 def loss_names() -> list[str]:
