@@ -1,14 +1,10 @@
 # macroclosure: closure models from partial microscopic forces.
 # Rules hold wiring only; every stage is a `macroclosure <stage>` command (src/macroclosure).
-import json
 import os
 import sys
 from pathlib import Path
 
 from macroclosure.config import validate
-from macroclosure.efficiency_plan import forces_fraction, plan, sizes, stage_spec
-from macroclosure.planning import job_settings, run_names, with_configurations
-from macroclosure.resources import estimate
 
 # `--configfile other.yaml` replaces config.yaml instead of being merged into it, so a
 # config that lists fewer systems runs fewer systems; `--config key=value` without it is
@@ -19,8 +15,15 @@ if not workflow.overwrite_configfiles:
 
 validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
-# Jobs run the `macroclosure` command of the environment Snakemake itself runs in.
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+# Jobs run the `macroclosure` command of the environment Snakemake itself runs in; `envvars`
+# passes the PATH on to jobs that run elsewhere (SLURM).
+envvars:
+    "PATH",
+
+
+os.environ["PATH"] = os.pathsep.join(
+    [os.path.dirname(sys.executable), os.environ["PATH"]]
+)
 
 RESULTS = config["results"]
 SYSTEMS = list(config["systems"])
@@ -40,31 +43,7 @@ wildcard_constraints:
     configurations=r"\d+",
 
 
-def section(wildcards, stage):
-    """The settings one job of `stage` uses, as JSON: a job reruns only when they change."""
-    return json.dumps(job_settings(config["systems"][wildcards.system], stage, wildcards), sort_keys=True)
-
-
-def need(stage, wildcards, attempt):
-    """Memory and runtime of one job of `stage`, estimated from its system's config sizes
-    (and its own configuration count, where it has one)."""
-    spec = with_configurations(config["systems"][wildcards.system], wildcards.get("configurations"))
-    return estimate(stage, wildcards.system, spec, attempt, wildcards.get("split", "train"), wildcards.get("p", 1.0))
-
-
-def rollout_labels(wildcards):
-    """A run's labels in the HTML report, its training-set size among them (the report shows
-    one figure per distinct set of labels, and equal-budget runs differ from others only there)."""
-    configurations = wildcards.get("configurations") or config["systems"][wildcards.system]["sample"]["configurations"]
-    return {"model": wildcards.model, "loss": wildcards.loss, "p": wildcards.p, "configurations": str(configurations),
-            "seed": wildcards.seed}
-
-
-def rollout_figure(path):
-    """A run's rollout figure in the HTML report (shown per system, labelled by `rollout_labels`)."""
-    return report(path, caption="../report/rollout.rst", category="Rollouts", subcategory="{system}", labels=rollout_labels)
-
-
+include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/closure.smk"

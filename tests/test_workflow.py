@@ -169,6 +169,13 @@ def test_train_and_sample_record_only_the_settings_they_used(pipeline):
     assert set(records["forces"]["settings"]) == {"configurations", "batch_size", "draw"}
 
 
+def test_lint_reports_nothing(tmp_path):
+    """`snakemake --lint` passes: helpers in common.smk, PATH declared in `envvars`, no hard-coded prefixes."""
+    write_config(tmp_path, TINY)
+    result = snakemake(tmp_path, "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_config_on_the_command_line_is_laid_over_config_yaml(tmp_path):
     write_config(tmp_path, TINY)
     result = snakemake(tmp_path, "-n", "--config", "results=elsewhere", configfile=None)

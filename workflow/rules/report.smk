@@ -13,7 +13,7 @@ rule report:
         config=report(f"{RESULTS}/report/config.yaml", caption="../report/config.rst", category="Configuration"),
     params:
         histories=lambda wildcards, input: [f"{model}/history.csv" for model in input.models],
-        folder=f"{RESULTS}/report",
+        folder=lambda wildcards, output: os.path.dirname(output.csv),
         config=json.dumps(config, sort_keys=True),
     log:
         f"{RESULTS}/logs/report.log",
