@@ -43,6 +43,9 @@ wildcard_constraints:
     configurations=r"\d+",
 
 
+# A zarr store is declared by its root zarr.json, not as a directory() output: Snakemake would
+# put its .snakemake_timestamp inside the store, and xarray warns on every opening. Stages take
+# a store's folder or its zarr.json, and still write the whole folder atomically.
 include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/sample.smk"

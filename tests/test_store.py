@@ -222,6 +222,23 @@ def block(first, count):
     )
 
 
+def write_by_streaming(ds, path, kind):
+    """Write `ds` as the simulate stage does, in one streamed block."""
+    with streamed_store(path, kind, ds.attrs, "trajectory") as append:
+        append(ds)
+
+
+@pytest.mark.parametrize("write, ds, kind", [(write_store, forces_dataset(), "forces"),
+                                             (write_by_streaming, block(0, 3), "trajectories")])
+def test_a_store_is_written_and_opened_by_its_zarr_json_as_the_rules_name_it(tmp_path, write, ds, kind):
+    """A rule's output is the store's zarr.json, whose folder Snakemake makes (empty) before the job."""
+    path = tmp_path / "out.zarr"
+    path.mkdir()
+    write(ds, path / "zarr.json", kind)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
+    assert open_store(path / "zarr.json", kind).identical(open_store(path, kind))
+
+
 def test_streamed_store_appends_blocks_and_keeps_its_attributes(tmp_path):
     path = tmp_path / "streamed.zarr"
     with streamed_store(path, "trajectories", {"system": "predator_prey", "dt": 0.5}, "trajectory") as append:

@@ -41,7 +41,7 @@ def need(stage, wildcards, attempt):
 def efficiency_forces(wildcards) -> str:
     """The force sample an efficiency run trains on: its subset as the fraction p at its size."""
     size_folder = f"{RESULTS}/efficiency/{wildcards.system}/size{wildcards.size}"
-    return f"{size_folder}/forces/p{fraction(wildcards)}/c{wildcards.configurations}_seed{wildcards.seed}.zarr"
+    return f"{size_folder}/forces/p{fraction(wildcards)}/c{wildcards.configurations}_seed{wildcards.seed}.zarr/zarr.json"
 
 
 def rollout_labels(wildcards):

@@ -16,7 +16,7 @@ EFFICIENCY_BENCHMARKS = f"{RESULTS}/benchmarks/efficiency/{{system}}/size{{size}
 
 use rule simulate as efficiency_simulate with:
     output:
-        directory(f"{EFFICIENCY_SIZE}/trajectories/{{split}}.zarr"),
+        f"{EFFICIENCY_SIZE}/trajectories/{{split}}.zarr/zarr.json",
     log:
         f"{EFFICIENCY_LOGS}/simulate_{{split}}.log",
     benchmark:
@@ -25,9 +25,9 @@ use rule simulate as efficiency_simulate with:
 
 use rule sample as efficiency_sample with:
     input:
-        trajectories=f"{SIZE_FOLDER}/trajectories/train.zarr",
+        trajectories=f"{SIZE_FOLDER}/trajectories/train.zarr/zarr.json",
     output:
-        directory(f"{EFFICIENCY_SIZE}/forces/p{{p}}/c{{configurations,\\d+}}_seed{{seed}}.zarr"),
+        f"{EFFICIENCY_SIZE}/forces/p{{p}}/c{{configurations,\\d+}}_seed{{seed}}.zarr/zarr.json",
     log:
         f"{EFFICIENCY_LOGS}/sample_p{{p}}_c{{configurations}}_seed{{seed}}.log",
     benchmark:
@@ -36,7 +36,7 @@ use rule sample as efficiency_sample with:
 
 use rule closure as efficiency_closure with:
     input:
-        trajectories=f"{SIZE_FOLDER}/trajectories/train.zarr",
+        trajectories=f"{SIZE_FOLDER}/trajectories/train.zarr/zarr.json",
     output:
         directory(f"{EFFICIENCY_SIZE}/closure"),
     log:
@@ -47,7 +47,7 @@ use rule closure as efficiency_closure with:
 
 use rule train as efficiency_train with:
     input:
-        trajectories=f"{SIZE_FOLDER}/trajectories/train.zarr",
+        trajectories=f"{SIZE_FOLDER}/trajectories/train.zarr/zarr.json",
         forces=efficiency_forces,
         closure=f"{SIZE_FOLDER}/closure",
     output:
@@ -62,7 +62,7 @@ use rule evaluate as efficiency_evaluate with:
     input:
         model=f"{SIZE_FOLDER}/dynamics/{RUN}",
         closure=f"{SIZE_FOLDER}/closure",
-        trajectories=f"{SIZE_FOLDER}/trajectories/test.zarr",
+        trajectories=f"{SIZE_FOLDER}/trajectories/test.zarr/zarr.json",
     output:
         metrics=f"{EFFICIENCY_SIZE}/evaluation/{{model}}_{{loss}}_{{subset,[pk][0-9.e-]+}}_c{{configurations,\\d+}}_seed{{seed}}/metrics.json",
         rollout=f"{SIZE_FOLDER}/evaluation/{RUN}/rollout.png",
@@ -74,8 +74,8 @@ use rule evaluate as efficiency_evaluate with:
 
 use rule baselines as efficiency_baselines with:
     input:
-        train=f"{SIZE_FOLDER}/trajectories/train.zarr",
-        test=f"{SIZE_FOLDER}/trajectories/test.zarr",
+        train=f"{SIZE_FOLDER}/trajectories/train.zarr/zarr.json",
+        test=f"{SIZE_FOLDER}/trajectories/test.zarr/zarr.json",
     output:
         f"{EFFICIENCY_SIZE}/baselines.json",
     log:
