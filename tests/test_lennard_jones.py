@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from ase import Atoms
 from ase.calculators.lj import LennardJones
 
@@ -326,6 +327,26 @@ def test_simulated_store_records_the_box_and_defaults_to_float32(tmp_path):
     assert ds.attrs["integrator"] == "velocity_verlet"
     assert '"box_length": 6.8399' in ds.attrs["dof_layout"]
     assert ds["initial_temperature"].shape == (2,)
+
+
+def test_md_stores_label_atoms_and_components_with_units_and_int64_indices(tmp_path):
+    """Plain xarray reads what each row of an MD store is (atom, component), its units, and int64 indices."""
+    from macroclosure.sampling import sample
+
+    store, forces_store = tmp_path / "train.zarr", tmp_path / "forces.zarr"
+    simulate("lennard_jones", lj_settings(steps=10, save_every=5, trajectories={"train": 2, "test": 1}), "train", str(store), device="cpu", progress=False)
+    sample(str(store), str(forces_store), 0.0625, 0, {"configurations": 4}, device="cpu", progress=False)
+    ds = xr.open_zarr(store, consolidated=False)
+    assert ds["atom"].dims == ds["component"].dims == ("dof",)
+    assert list(ds["atom"].values[[0, 3, 768, 1535]]) == [0, 1, 0, 255]  # positions [256, 3], then velocities
+    assert list(ds["component"].values[[0, 1, 2, 768, 769, 770]]) == ["x", "y", "z", "vx", "vy", "vz"]
+    assert ds["time"].attrs["units"].startswith("tau") and "sigma/tau (velocities)" in ds["state"].attrs["units"]
+    forces = xr.open_zarr(forces_store, consolidated=False)
+    assert "sigma/tau^2 (velocity rows)" in forces["force"].attrs["units"]
+    indices = [ds["trajectory"], ds["atom"], *(forces[name] for name in ("sample", "trajectory", "time_index", "index"))]
+    assert {index.dtype for index in indices} == {np.dtype(np.int64)}  # jax gives int32 rows in float32 runs
+    atoms_of_rows = ds["atom"].values[forces["index"].values].reshape(4, -1, 6)  # a stored row's labels: at its index
+    assert (atoms_of_rows == atoms_of_rows[..., :1]).all()
 
 
 def test_a_box_smaller_than_twice_the_cutoff_is_refused_naming_the_key():

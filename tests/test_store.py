@@ -206,6 +206,13 @@ def test_existing_store_survives_a_failed_rewrite_and_is_replaced_by_a_good_one(
     assert leftovers(forces_store.parent, forces_store.name) == []
 
 
+def test_a_store_written_before_rows_were_labelled_still_opens(tmp_path):
+    """Stores of earlier versions: no coordinates, no units, int32 indices."""
+    old = forces_dataset().assign(index=lambda ds: ds["index"].astype(np.int32))
+    write_store(old, tmp_path / "old.zarr", "forces")
+    assert open_store(tmp_path / "old.zarr", "forces")["index"].dtype == np.int32
+
+
 def test_write_into_an_impossible_place_names_the_path(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     path = tmp_path / "file" / "out.zarr"

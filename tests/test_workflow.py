@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 import yaml
 
 from macroclosure.store import open_store
@@ -92,6 +93,38 @@ def test_pipeline_produces_every_output(pipeline):
     assert (results / "predator_prey/evaluation/mlp_L_z_p1_c12_seed0/rollout.png").is_file()
     assert (results / "benchmarks/predator_prey/simulate_train.tsv").is_file()
     assert (results / "logs/predator_prey/train_mlp_L_z_p1_seed0.log").is_file()
+
+
+# Every kind of store the tiny run writes: trajectories, partial forces, full forces at equal budget.
+STORES = ("trajectories/train.zarr", "trajectories/test.zarr", "forces/p0.2/seed0.zarr", "forces/p1/seed0.zarr",
+          "forces/p1/c12_seed0.zarr")
+
+
+def test_every_store_opens_in_plain_xarray_without_a_warning(pipeline):
+    stores = [str(pipeline / "results/predator_prey" / store) for store in STORES]
+    opening = "import sys, xarray; [xarray.open_zarr(store, consolidated=False) for store in sys.argv[1:]]"
+    result = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", opening, *stores], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not [path for store in stores for path in Path(store).rglob(".snakemake_timestamp")]
+
+
+def test_stores_say_what_each_row_is_in_which_units_with_int64_indices(pipeline):
+    results = pipeline / "results/predator_prey"
+    trajectories = xr.open_zarr(results / "trajectories/train.zarr", consolidated=False)
+    assert trajectories["state"].dims == ("trajectory", "time", "dof")
+    assert (trajectories["field"].dims, trajectories["cell"].dims) == (("dof",), ("dof",))
+    assert list(trajectories["field"].values) == ["u"] * 10 + ["v"] * 10  # 10 cells of each species
+    assert list(trajectories["cell"].values) == list(range(10)) * 2
+    assert list(trajectories["trajectory"].values) == [0, 1, 2, 3]
+    forces = xr.open_zarr(results / "forces/p0.2/seed0.zarr", consolidated=False)
+    assert list(forces["sample"].values) == list(range(60))
+    for ds, names in ((trajectories, ("state", "time")), (forces, ("force",))):
+        for name in names:
+            assert ds[name].attrs["units"] == "1" and ds[name].attrs["long_name"], name  # nondimensional equations
+    for name in ("trajectory", "time_index", "index", "sample"):
+        assert forces[name].attrs["long_name"], name
+    indices = [trajectories["trajectory"], trajectories["cell"], *(forces[name] for name in ("sample", "trajectory", "time_index", "index"))]
+    assert {index.dtype for index in indices} == {np.dtype(np.int64)}
 
 
 def test_complete_run_leaves_nothing_to_do(pipeline):

@@ -30,6 +30,7 @@ CONTRACTS = {
     },
 }
 TARGET_CHUNK_BYTES = 4 * 2**20
+INDEX_DTYPE = np.int64  # every index a store holds (trajectory, time, row), whatever the system
 
 
 class StoreError(RuntimeError):
@@ -38,6 +39,11 @@ class StoreError(RuntimeError):
     def __init__(self, path: str | Path, problem: str):
         super().__init__(f"store {path}: {problem}")
         self.path = Path(path)
+
+
+def described(long_name: str, units: str | None = None) -> dict:
+    """The CF attributes that say what a variable is: `long_name`, and `units` where it has some."""
+    return {"long_name": long_name} | ({"units": units} if units else {})
 
 
 def checksum(values: np.ndarray) -> str:
