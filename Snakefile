@@ -6,10 +6,6 @@ import sys
 from pathlib import Path
 
 from macroclosure.config import validate
-from macroclosure.planning import forces_fraction, job_settings, plan, run_names, sizes, stage_spec, with_configurations
-from macroclosure.resources import estimate
-from macroclosure.runtime import digest
-from macroclosure.systems import module_of
 from snakemake.utils import min_version
 
 # `profile.yaml` profiles, `--config` laid over config.yaml and the report's labels behave as
@@ -25,26 +21,38 @@ if not workflow.overwrite_configfiles:
 
 validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 
-# Jobs run the `macroclosure` command of the environment Snakemake itself runs in.
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
-# The jobs that need the whole validated configuration (report) or its efficiency section
-# (efficiency_report) read it from the environment too: as params it would fill the info pane
-# of every report item they make. Their params hold its digest, the rerun trigger.
-os.environ["MACROCLOSURE_CONFIG"] = json.dumps(config, sort_keys=True)
-os.environ["MACROCLOSURE_EFFICIENCY"] = json.dumps(config["efficiency"], sort_keys=True)
-
-
-report: "workflow/report/workflow.rst"
-
 RESULTS = config["results"]
 SYSTEMS = list(config["systems"])
 # Stages that compute ask SLURM for a GPU unless the config says `device: cpu`, and run in
 # the CUDA environment under `--sdm conda` (it falls back to the CPU where there is none).
 GPUS = 0 if config["device"] == "cpu" else 1
 ENVIRONMENT = str(Path(workflow.basedir) / "envs" / ("macroclosure.yaml" if GPUS == 0 else "macroclosure-cuda.yaml"))
-# Their pip sections install this package editable from ${MACROCLOSURE_SOURCE}: Snakemake
-# builds an env from a copy of its file, from where no relative path leads back here.
+
+# What jobs read from the environment, passed on by `envvars` to jobs that run elsewhere (SLURM):
+# - PATH: jobs run the `macroclosure` command of the environment Snakemake itself runs in;
+# - MACROCLOSURE_CONFIG, MACROCLOSURE_EFFICIENCY: the validated configuration and its efficiency
+#   section, for the report jobs (as params they would fill the info pane of every report item;
+#   their params hold its digest, the rerun trigger);
+# - MACROCLOSURE_SOURCE: the env files' pip sections install this package editable from it, since
+#   Snakemake builds an env from a copy of its file, from where no relative path leads back here.
+whole_config = json.dumps(config, sort_keys=True)
+efficiency_config = json.dumps(config["efficiency"], sort_keys=True)
+os.environ["PATH"] = os.pathsep.join(
+    [os.path.dirname(sys.executable), os.environ["PATH"]]
+)
+os.environ["MACROCLOSURE_CONFIG"] = whole_config
+os.environ["MACROCLOSURE_EFFICIENCY"] = efficiency_config
 os.environ["MACROCLOSURE_SOURCE"] = workflow.basedir
+
+
+envvars:
+    "PATH",
+    "MACROCLOSURE_CONFIG",
+    "MACROCLOSURE_EFFICIENCY",
+    "MACROCLOSURE_SOURCE",
+
+
+report: "workflow/report/workflow.rst"
 
 
 wildcard_constraints:
@@ -57,31 +65,10 @@ wildcard_constraints:
     configurations=r"\d+",
 
 
-def section(wildcards, stage):
-    """The settings one job of `stage` uses, as JSON: a job reruns only when they change."""
-    return json.dumps(job_settings(config["systems"][wildcards.system], stage, wildcards), sort_keys=True)
-
-
-def need(stage, wildcards, attempt):
-    """Memory and runtime of one job of `stage`, estimated from its system's config sizes
-    (and its own configuration count, where it has one)."""
-    spec = with_configurations(config["systems"][wildcards.system], wildcards.get("configurations"))
-    return estimate(stage, wildcards.system, spec, attempt, wildcards.get("split", "train"), wildcards.get("p", 1.0))
-
-
-def rollout_labels(wildcards):
-    """A run's labels in the HTML report, its training-set size among them (the report shows
-    one figure per distinct set of labels, and equal-budget runs differ from others only there)."""
-    configurations = wildcards.get("configurations") or config["systems"][wildcards.system]["sample"]["configurations"]
-    return {"model": wildcards.model, "loss": wildcards.loss, "p": wildcards.p, "configurations": str(configurations),
-            "seed": wildcards.seed}
-
-
-def rollout_figure(path):
-    """A run's rollout figure in the HTML report (shown per system, labelled by `rollout_labels`)."""
-    return report(path, caption="../report/rollout.rst", category="Rollouts", subcategory="{system}", labels=rollout_labels)
-
-
+# A zarr store is declared by its root zarr.json, not as a directory() output: Snakemake would
+# put its .snakemake_timestamp inside the store, and xarray warns on every opening. Stages take
+# a store's folder or its zarr.json, and still write the whole folder atomically.
+include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/closure.smk"

@@ -95,17 +95,17 @@ def kill_job_when(process: subprocess.Popen, started) -> None:
 def test_job_killed_mid_write_is_redone_and_finished_stores_are_untouched(tmp_path):
     config = configured(steps=20000, batch_size=1, trajectories={"train": 16, "test": 1})
     test_store, train_store = tmp_path / STORES / "test.zarr", tmp_path / STORES / "train.zarr"
-    assert snakemake(tmp_path, config, str(test_store)).returncode == 0
+    assert snakemake(tmp_path, config, str(test_store / "zarr.json")).returncode == 0
     finished = fingerprint(test_store)
 
-    running = snakemake(tmp_path, config, str(train_store), background=True)
+    running = snakemake(tmp_path, config, str(train_store / "zarr.json"), background=True)
     kill_job_when(running, lambda: list(train_store.parent.glob(".train.zarr.partial-*/state")))
     _, stderr = running.communicate()
     assert running.returncode != 0 and "Error in rule simulate" in stderr
-    assert not train_store.exists()  # the half-written store never took the output's name
+    assert not (train_store / "zarr.json").exists()  # the half-written store never took the output's name
     assert leftovers(train_store.parent)  # ... it is still under its temporary name
 
-    rerun = snakemake(tmp_path, config, str(train_store), str(test_store))
+    rerun = snakemake(tmp_path, config, str(train_store / "zarr.json"), str(test_store / "zarr.json"))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert re.search(r"^simulate\s+1$", rerun.stdout + rerun.stderr, re.MULTILINE)  # only the killed job
     assert open_store(train_store, "trajectories").sizes["trajectory"] == 16
@@ -117,7 +117,7 @@ def test_job_killed_mid_write_is_redone_and_finished_stores_are_untouched(tmp_pa
 def simulated(tmp_path_factory) -> Path:
     """A workflow folder whose trajectory stores are finished."""
     workdir = tmp_path_factory.mktemp("simulated")
-    result = snakemake(workdir, FAST, *(str(workdir / STORES / f"{split}.zarr") for split in ("train", "test")))
+    result = snakemake(workdir, FAST, *(str(workdir / STORES / f"{split}.zarr/zarr.json") for split in ("train", "test")))
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 
@@ -138,12 +138,12 @@ def test_truncated_store_stops_the_stages_that_read_it(simulated, tmp_path):
     forces = workdir / "results/predator_prey/forces/p1/seed0.zarr"
     model = workdir / "results/predator_prey/dynamics/mlp_L_z_p1_seed0"
 
-    result = snakemake(workdir, FAST, str(forces), str(model))
+    result = snakemake(workdir, FAST, str(forces / "zarr.json"), str(model))
     assert result.returncode != 0
     failed = [path for path in (workdir / "results/logs/predator_prey").glob("*.log") if "failed: store" in path.read_text()]
     assert failed and failed[0].stem in ("closure", "sample_p1_seed0")  # the first reader of the store
     assert f"store {train_store}: variable 'state' cannot be read" in failed[0].read_text()
-    assert not forces.exists() and not model.exists()
+    assert not (forces / "zarr.json").exists() and not model.exists()
     assert not (workdir / "results/logs/predator_prey/train_mlp_L_z_p1_seed0.log").exists()  # never started
 
 
@@ -230,11 +230,11 @@ def test_stage_writing_into_a_read_only_folder_exits_with_the_path(tmp_path):
 def test_diverging_simulation_fails_naming_trajectory_and_step_and_writes_no_store(tmp_path):
     config = configured(dt=5.0, steps=20, save_every=5, trajectories={"train": 4, "test": 1})
     train_store = tmp_path / STORES / "train.zarr"
-    result = snakemake(tmp_path, config, str(tmp_path / "results/predator_prey/forces/p1/seed0.zarr"))
+    result = snakemake(tmp_path, config, str(tmp_path / "results/predator_prey/forces/p1/seed0.zarr/zarr.json"))
     assert result.returncode != 0
     log = (tmp_path / "results/logs/predator_prey/simulate_train.log").read_text()
     assert re.search(r"train trajectory \d+ became non-finite at step \d+", log), log[-2000:]
-    assert not train_store.exists() and leftovers(train_store.parent) == []
+    assert not (train_store / "zarr.json").exists() and leftovers(train_store.parent) == []
     assert not (tmp_path / "results/predator_prey/forces").exists()
 
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from ase import Atoms
 from ase.calculators.lj import LennardJones
 
@@ -317,8 +318,12 @@ def test_shared_start_is_refused_for_a_grid_system():
         validate(config)
 
 
-def test_simulated_store_records_the_box_and_defaults_to_float32(tmp_path):
-    store = tmp_path / "test.zarr"
+def test_md_stores_record_the_box_label_atoms_and_components_with_units_and_int64_indices(tmp_path):
+    """Plain xarray reads what each row of an MD store is (atom, component), its units and
+    int64 indices; states default to float32."""
+    from macroclosure.sampling import sample
+
+    store, forces_store = tmp_path / "test.zarr", tmp_path / "forces.zarr"
     settings = lj_settings(steps=10, save_every=5, trajectories={"train": 1, "test": 2})
     simulate("lennard_jones", settings, "test", str(store), device="cpu", progress=False)
     ds = open_store(str(store), "trajectories")
@@ -326,6 +331,17 @@ def test_simulated_store_records_the_box_and_defaults_to_float32(tmp_path):
     assert ds.attrs["integrator"] == "velocity_verlet"
     assert '"box_length": 6.8399' in ds.attrs["dof_layout"]
     assert ds["initial_temperature"].shape == (2,)
+    sample(str(store), str(forces_store), 0.0625, 0, {"configurations": 4}, device="cpu", progress=False)
+    ds, forces = (xr.open_zarr(path, consolidated=False) for path in (store, forces_store))
+    assert ds["atom"].dims == ds["component"].dims == ("dof",)
+    assert list(ds["atom"].values[[0, 3, 768, 1535]]) == [0, 1, 0, 255]  # positions [256, 3], then velocities
+    assert list(ds["component"].values[[0, 1, 2, 768, 769, 770]]) == ["x", "y", "z", "vx", "vy", "vz"]
+    assert ds["time"].attrs["units"].startswith("tau") and "sigma/tau (velocities)" in ds["state"].attrs["units"]
+    assert "sigma/tau^2 (velocity rows)" in forces["force"].attrs["units"]
+    indices = [ds["trajectory"], ds["atom"], *(forces[name] for name in ("sample", "trajectory", "time_index", "index"))]
+    assert {index.dtype for index in indices} == {np.dtype(np.int64)}  # jax gives int32 rows in float32 runs
+    atoms_of_rows = ds["atom"].values[forces["index"].values].reshape(4, -1, 6)  # a stored row's labels: at its index
+    assert (atoms_of_rows == atoms_of_rows[..., :1]).all()
 
 
 def test_a_box_smaller_than_twice_the_cutoff_is_refused_naming_the_key():

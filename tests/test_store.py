@@ -206,6 +206,13 @@ def test_existing_store_survives_a_failed_rewrite_and_is_replaced_by_a_good_one(
     assert leftovers(forces_store.parent, forces_store.name) == []
 
 
+def test_a_store_written_before_rows_were_labelled_still_opens(tmp_path):
+    """Stores of earlier versions: no coordinates, no units, int32 indices."""
+    old = forces_dataset().assign(index=lambda ds: ds["index"].astype(np.int32))
+    write_store(old, tmp_path / "old.zarr", "forces")
+    assert open_store(tmp_path / "old.zarr", "forces")["index"].dtype == np.int32
+
+
 def test_write_into_an_impossible_place_names_the_path(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     path = tmp_path / "file" / "out.zarr"
@@ -220,6 +227,23 @@ def block(first, count):
          "a0": (("trajectory",), values)},
         coords={"time": [0.0, 0.5]},
     )
+
+
+def write_by_streaming(ds, path, kind):
+    """Write `ds` as the simulate stage does, in one streamed block."""
+    with streamed_store(path, kind, ds.attrs, "trajectory") as append:
+        append(ds)
+
+
+@pytest.mark.parametrize("write, ds, kind", [(write_store, forces_dataset(), "forces"),
+                                             (write_by_streaming, block(0, 3), "trajectories")])
+def test_a_store_is_written_and_opened_by_its_zarr_json_as_the_rules_name_it(tmp_path, write, ds, kind):
+    """A rule's output is the store's zarr.json, whose folder Snakemake makes (empty) before the job."""
+    path = tmp_path / "out.zarr"
+    path.mkdir()
+    write(ds, path / "zarr.json", kind)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
+    assert open_store(path / "zarr.json", kind).identical(open_store(path, kind))
 
 
 def test_streamed_store_appends_blocks_and_keeps_its_attributes(tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 import yaml
 
 from macroclosure.store import open_store
@@ -124,6 +125,38 @@ def test_a_users_own_system_runs_through_every_stage(pipeline):
     assert "| heat_equation | mlp | L_xp | 0.5 |" in (pipeline / "results/report/summary.md").read_text()  # as its stores name it
 
 
+# Every kind of store the tiny run writes: trajectories, partial forces, full forces at equal budget.
+STORES = ("trajectories/train.zarr", "trajectories/test.zarr", "forces/p0.2/seed0.zarr", "forces/p1/seed0.zarr",
+          "forces/p1/c12_seed0.zarr")
+
+
+def test_every_store_opens_in_plain_xarray_without_a_warning(pipeline):
+    stores = [str(pipeline / "results/predator_prey" / store) for store in STORES]
+    opening = "import sys, xarray; [xarray.open_zarr(store, consolidated=False) for store in sys.argv[1:]]"
+    result = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", opening, *stores], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not [path for store in stores for path in Path(store).rglob(".snakemake_timestamp")]
+
+
+def test_stores_say_what_each_row_is_in_which_units_with_int64_indices(pipeline):
+    results = pipeline / "results/predator_prey"
+    trajectories = xr.open_zarr(results / "trajectories/train.zarr", consolidated=False)
+    assert trajectories["state"].dims == ("trajectory", "time", "dof")
+    assert (trajectories["field"].dims, trajectories["cell"].dims) == (("dof",), ("dof",))
+    assert list(trajectories["field"].values) == ["u"] * 10 + ["v"] * 10  # 10 cells of each species
+    assert list(trajectories["cell"].values) == list(range(10)) * 2
+    assert list(trajectories["trajectory"].values) == [0, 1, 2, 3]
+    forces = xr.open_zarr(results / "forces/p0.2/seed0.zarr", consolidated=False)
+    assert list(forces["sample"].values) == list(range(60))
+    for ds, names in ((trajectories, ("state", "time")), (forces, ("force",))):
+        for name in names:
+            assert ds[name].attrs["units"] == "1" and ds[name].attrs["long_name"], name  # nondimensional equations
+    for name in ("trajectory", "time_index", "index", "sample"):
+        assert forces[name].attrs["long_name"], name
+    indices = [trajectories["trajectory"], trajectories["cell"], *(forces[name] for name in ("sample", "trajectory", "time_index", "index"))]
+    assert {index.dtype for index in indices} == {np.dtype(np.int64)}
+
+
 def test_complete_run_leaves_nothing_to_do(pipeline):
     assert planned_jobs(pipeline, TINY) == {}
 
@@ -197,6 +230,13 @@ def test_train_and_sample_record_only_the_settings_they_used(pipeline):
     assert set(records["dynamics"]["settings"]).isdisjoint({"models", "losses", "onsager", "gfinn"})
     assert records["dynamics"]["settings"]["mlp"]["hidden"] == [16]
     assert set(records["forces"]["settings"]) == {"configurations", "batch_size", "draw"}
+
+
+def test_lint_reports_nothing(tmp_path):
+    """`snakemake --lint` passes: helpers in common.smk, PATH declared in `envvars`, no hard-coded prefixes."""
+    write_config(tmp_path, TINY)
+    result = snakemake(tmp_path, "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_config_on_the_command_line_is_laid_over_config_yaml(tmp_path):

@@ -41,6 +41,7 @@ CLOSEST_CONTACT = 0.9  # sigma; a pair this near carries 4 (0.9^-12 - 0.9^-6) = 
 CLOSE_PACKED_DENSITY = math.sqrt(2) / CLOSEST_CONTACT**3  # fcc with that nearest-neighbour distance
 SHARED_START_STREAM = 2  # random stream of the shared start (the split streams are 0 and 1)
 OVERFLOW_RETRIES = 4  # neighbour-list reallocations per chunk or minimisation before giving up
+COMPONENTS = np.array(["x", "y", "z", "vx", "vy", "vz"], dtype=object)  # the state rows of an atom, as laid out
 
 
 def pair_energy(dr, r_cutoff):
@@ -411,4 +412,10 @@ def build(settings: dict) -> System:
         integrate=lambda x0, n_frames, save_every, chunk_frames, on_chunk: integrate(
             settings, x0, n_frames, save_every, chunk_frames, on_chunk
         ),
+        dof_labels={"atom": ("atom of the row", np.tile(np.repeat(np.arange(atoms, dtype=np.int64), 3), 2)),
+                    "component": ("position (x, y, z) or velocity (vx, vy, vz) component of the row",
+                                  np.repeat(COMPONENTS.reshape(2, 1, 3), atoms, axis=1).ravel())},
+        units={"time": "tau (reduced Lennard-Jones units)",
+               "state": "sigma (positions), sigma/tau (velocities): reduced Lennard-Jones units",
+               "force": "sigma/tau (position rows), sigma/tau^2 (velocity rows): reduced Lennard-Jones units"},
     )

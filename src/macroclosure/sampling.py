@@ -22,7 +22,7 @@ from tqdm import tqdm
 from macroclosure.config import complete_section
 from macroclosure.planning import fraction_count, sample_settings
 from macroclosure.runtime import jax_device, log, provenance
-from macroclosure.store import open_store, read_states, write_store
+from macroclosure.store import INDEX_DTYPE, described, open_store, read_states, write_store
 from macroclosure.systems import system_of
 
 CONFIGURATION_STREAM, SUBSET_STREAM = 0, 1
@@ -125,13 +125,16 @@ def sample(trajectories: str, out: str, p: float, seed: int, settings: dict, dev
             forces[part] = np.asarray(values)
     refuse_non_finite(forces, trajectory, time_index, trajectories)
 
+    units = system.units or {}
     result = xr.Dataset(
         {
-            "trajectory": (("sample",), trajectory),
-            "time_index": (("sample",), time_index),
-            "index": (("sample", "row"), rows),
-            "force": (("sample", "row"), forces),
+            "trajectory": (("sample",), trajectory.astype(INDEX_DTYPE), described("trajectory of the configuration in the trajectory store")),
+            "time_index": (("sample",), time_index.astype(INDEX_DTYPE), described("position of the configuration along the trajectory store's time")),
+            "index": (("sample", "row"), rows.astype(INDEX_DTYPE),
+                      described("row of the state vector (position along the trajectory store's dof, whose coordinates label it) whose rate is stored")),
+            "force": (("sample", "row"), forces, described("microscopic force: the rate dx/dt of the row", units.get("force"))),
         },
+        coords={"sample": ("sample", np.arange(count, dtype=INDEX_DTYPE), described("sampled configuration"))},
         attrs={
             "system": ds.attrs["system"],
             "p": p,

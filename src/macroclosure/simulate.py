@@ -22,7 +22,7 @@ from macroclosure.config import complete_section
 from macroclosure.integrators import rk4_step
 from macroclosure.planning import saved_frames
 from macroclosure.runtime import jax_device, log, provenance, use_float64
-from macroclosure.store import streamed_store
+from macroclosure.store import INDEX_DTYPE, described, streamed_store
 from macroclosure.systems import System, build_system
 
 SPLIT_STREAMS = {"train": 0, "test": 1}
@@ -94,6 +94,20 @@ def integrate_batch(system: System, x0: np.ndarray, settings: dict, first_trajec
     return states
 
 
+def block_of(system: System, states: np.ndarray, initial: dict, time: np.ndarray, first: int) -> xr.Dataset:
+    """One batch of trajectories as a dataset that says what it holds: the trajectories'
+    numbers, the time and the states in the system's units, and what each row of the state
+    vector is (the system's `dof_labels`, as coordinates along `dof`)."""
+    units, count = system.units or {}, len(states)
+    labels = {name: ("dof", values, described(long_name)) for name, (long_name, values) in (system.dof_labels or {}).items()}
+    variables = {"state": (("trajectory", "time", "dof"), states, described("microscopic state", units.get("state")))}
+    variables |= {name: (("trajectory",), values[first : first + count], described(f"initial-condition parameter {name}"))
+                  for name, values in initial.items()}
+    coords = {"trajectory": ("trajectory", np.arange(first, first + count, dtype=INDEX_DTYPE), described("trajectory number")),
+              "time": ("time", time, described("time", units.get("time")))}
+    return xr.Dataset(variables, coords=coords | labels)
+
+
 def simulate(system_name: str, settings: dict, split: str, out: str, device: str = "auto", progress: bool = True) -> None:
     """Simulate the `split` trajectories of a system and stream them to the store `out`."""
     settings = complete_section(system_name, "simulate", settings)
@@ -125,10 +139,5 @@ def simulate(system_name: str, settings: dict, split: str, out: str, device: str
         with jax.default_device(jax_device_used):
             for first in range(0, count, batch):
                 states = integrate_batch(system, x0[first : first + batch], settings, first, split, bar)
-                block = xr.Dataset(
-                    {"state": (("trajectory", "time", "dof"), states)}
-                    | {name: (("trajectory",), values[first : first + batch]) for name, values in initial.items()},
-                    coords={"time": time},
-                )
-                append(block)
+                append(block_of(system, states, initial, time, first))
     log.info("wrote %s", out)

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -31,6 +30,7 @@ CONTRACTS = {
     },
 }
 TARGET_CHUNK_BYTES = 4 * 2**20
+INDEX_DTYPE = np.int64  # every index a store holds (trajectory, time, row), whatever the system
 
 
 class StoreError(RuntimeError):
@@ -39,6 +39,11 @@ class StoreError(RuntimeError):
     def __init__(self, path: str | Path, problem: str):
         super().__init__(f"store {path}: {problem}")
         self.path = Path(path)
+
+
+def described(long_name: str, units: str | None = None) -> dict:
+    """The CF attributes that say what a variable is: `long_name`, and `units` where it has some."""
+    return {"long_name": long_name} | ({"units": units} if units else {})
 
 
 def checksum(values: np.ndarray) -> str:
@@ -84,6 +89,15 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def store_folder(path: str | Path) -> Path:
+    """The store at `path`: the folder itself, or the folder of its root `zarr.json`.
+
+    The workflow declares a store by its `zarr.json` (a file output), so Snakemake puts no
+    marker file inside the store and plain xarray opens it without warnings."""
+    path = Path(path)
+    return path.parent if path.name == "zarr.json" else path
+
+
 def _checksummed(ds: xr.Dataset) -> xr.Dataset:
     """Record a checksum of every integer variable, which has no NaN fill to betray a lost chunk."""
     sums = {name: checksum(ds[name].values) for name in ds.data_vars if ds[name].dtype.kind in "iu"}
@@ -93,7 +107,7 @@ def _checksummed(ds: xr.Dataset) -> xr.Dataset:
 def write_store(ds: xr.Dataset, path: str | Path, kind: str) -> None:
     """Write a whole dataset atomically as a store of `kind`."""
     ds = _checksummed(ds.assign_attrs(macroclosure_store=kind))
-    with atomic_directory(path) as temporary:
+    with atomic_directory(store_folder(path)) as temporary:
         ds.to_zarr(temporary, mode="w", consolidated=False, zarr_format=3)
 
 
@@ -115,7 +129,7 @@ def streamed_store(path: str | Path, kind: str, attrs: dict, append_dim: str) ->
 
     `attrs` are written with the first block; `append` returns the number of blocks so far.
     """
-    with atomic_directory(path) as temporary:
+    with atomic_directory(store_folder(path)) as temporary:
         written = 0
 
         def append(block: xr.Dataset) -> int:
@@ -140,16 +154,15 @@ def streamed_store(path: str | Path, kind: str, attrs: dict, append_dim: str) ->
 
 
 def open_store(path: str | Path, kind: str, system: str | None = None) -> xr.Dataset:
-    """Open a store lazily after checking it is a complete `kind` store (of `system`)."""
-    path = Path(path)
+    """Open a store (its folder or its zarr.json) lazily after checking it is a complete
+    `kind` store (of `system`)."""
+    path = store_folder(path)
     if not path.exists():
         raise StoreError(path, "does not exist (has the stage that writes it run?)")
     if not (path / "zarr.json").is_file():
         raise StoreError(path, "is not a zarr v3 store (no zarr.json); it may be half-written or foreign")
     try:
-        with warnings.catch_warnings():  # Snakemake's marker file inside directory outputs
-            warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
-            ds = xr.open_zarr(path, consolidated=False, zarr_format=3)
+        ds = xr.open_zarr(path, consolidated=False, zarr_format=3)
     except Exception as error:  # zarr raises many types for damaged metadata
         raise StoreError(path, f"cannot be opened: {error}") from error
     found = ds.attrs.get("macroclosure_store")

@@ -1,8 +1,8 @@
 rule baselines:
     """Persistence and mean-course rollout errors on the test trajectories: the error a model must beat."""
     input:
-        train=f"{RESULTS}/{{system}}/trajectories/train.zarr",
-        test=f"{RESULTS}/{{system}}/trajectories/test.zarr",
+        train=f"{RESULTS}/{{system}}/trajectories/train.zarr/zarr.json",
+        test=f"{RESULTS}/{{system}}/trajectories/test.zarr/zarr.json",
     output:
         f"{RESULTS}/{{system}}/baselines.json",
     log:

@@ -1,7 +1,7 @@
 rule closure:
     """The closure autoencoder and the latent normalisation (torch)."""
     input:
-        trajectories=f"{RESULTS}/{{system}}/trajectories/train.zarr",
+        trajectories=f"{RESULTS}/{{system}}/trajectories/train.zarr/zarr.json",
     output:
         directory(f"{RESULTS}/{{system}}/closure"),
     params:

@@ -1,8 +1,8 @@
 # The `efficiency` target: rollout error against force evaluations (config `efficiency:`).
 # Every run of the grid reuses a pipeline rule (`use rule ... with:`) on its own paths under
-# {results}/efficiency/{system}/size{size}/, so a run is one ordinary job of each stage.
+# {results}/efficiency/{system}/size{size}/, so a run is one ordinary job of each stage; its
+# params and resources come from the pipeline rule (common.smk reads the `size` wildcard).
 EFFICIENCY = f"{RESULTS}/efficiency"
-EFFICIENCY_GRIDS = config["efficiency"]["systems"]
 EFFICIENCY_RUNS = plan(config)
 # Inline in the first output of each rule below: the global `system` constraint names the
 # pipeline's systems, which need not include the efficiency ones.
@@ -14,144 +14,74 @@ EFFICIENCY_LOGS = f"{RESULTS}/logs/efficiency/{{system}}/size{{size}}"
 EFFICIENCY_BENCHMARKS = f"{RESULTS}/benchmarks/efficiency/{{system}}/size{{size}}"
 
 
-def efficiency_spec(wildcards) -> dict:
-    """The job's system section at its size (and training-set size, where it has one)."""
-    configurations = wildcards.get("configurations")
-    return stage_spec(wildcards.system, EFFICIENCY_GRIDS[wildcards.system], int(wildcards.size),
-                      int(configurations) if configurations else None)
-
-
-def efficiency_section(wildcards, stage) -> str:
-    """The settings an efficiency job of `stage` uses, as JSON (a job reruns when they change)."""
-    return json.dumps(job_settings(efficiency_spec(wildcards), stage, wildcards), sort_keys=True)
-
-
-def efficiency_fraction(wildcards) -> str:
-    """The fraction p of a job: its `p`, or its run's subset as the fraction at its size."""
-    if "subset" not in wildcards.keys():
-        return wildcards.get("p", "1")
-    return forces_fraction(wildcards.system, EFFICIENCY_GRIDS[wildcards.system], int(wildcards.size), wildcards.subset)
-
-
-def efficiency_need(stage, wildcards, attempt):
-    """Memory and runtime of one efficiency job, estimated like the pipeline's."""
-    return estimate(stage, wildcards.system, efficiency_spec(wildcards), attempt, wildcards.get("split", "train"),
-                    efficiency_fraction(wildcards))
-
-
-def efficiency_forces(wildcards) -> str:
-    """The force sample a run trains on: its subset as the fraction p at its size."""
-    return f"{SIZE_FOLDER}/forces/p{efficiency_fraction(wildcards)}/c{{configurations}}_seed{{seed}}.zarr".format(**wildcards)
-
-
 use rule simulate as efficiency_simulate with:
     output:
-        directory(f"{EFFICIENCY_SIZE}/trajectories/{{split}}.zarr"),
-    params:
-        system=lambda wildcards: module_of(wildcards.system),
-        settings=lambda wildcards: efficiency_section(wildcards, "simulate"),
-        device=config["device"],
+        f"{EFFICIENCY_SIZE}/trajectories/{{split}}.zarr/zarr.json",
     log:
         f"{EFFICIENCY_LOGS}/simulate_{{split}}.log",
     benchmark:
         f"{EFFICIENCY_BENCHMARKS}/simulate_{{split}}.tsv"
-    resources:
-        mem_mb=lambda wildcards, attempt: efficiency_need("simulate", wildcards, attempt).mem_mb,
-        runtime=lambda wildcards, attempt: efficiency_need("simulate", wildcards, attempt).runtime,
-        gpu=GPUS,
 
 
 use rule sample as efficiency_sample with:
     input:
-        trajectories=f"{SIZE_FOLDER}/trajectories/train.zarr",
+        trajectories=f"{SIZE_FOLDER}/trajectories/train.zarr/zarr.json",
     output:
-        directory(f"{EFFICIENCY_SIZE}/forces/p{{p}}/c{{configurations,\\d+}}_seed{{seed}}.zarr"),
-    params:
-        settings=lambda wildcards: efficiency_section(wildcards, "sample"),
-        device=config["device"],
+        f"{EFFICIENCY_SIZE}/forces/p{{p}}/c{{configurations,\\d+}}_seed{{seed}}.zarr/zarr.json",
     log:
         f"{EFFICIENCY_LOGS}/sample_p{{p}}_c{{configurations}}_seed{{seed}}.log",
     benchmark:
         f"{EFFICIENCY_BENCHMARKS}/sample_p{{p}}_c{{configurations}}_seed{{seed}}.tsv"
-    resources:
-        mem_mb=lambda wildcards, attempt: efficiency_need("sample", wildcards, attempt).mem_mb,
-        runtime=lambda wildcards, attempt: efficiency_need("sample", wildcards, attempt).runtime,
-        gpu=GPUS,
 
 
 use rule closure as efficiency_closure with:
     input:
-        trajectories=f"{SIZE_FOLDER}/trajectories/train.zarr",
+        trajectories=f"{SIZE_FOLDER}/trajectories/train.zarr/zarr.json",
     output:
         directory(f"{EFFICIENCY_SIZE}/closure"),
-    params:
-        settings=lambda wildcards: efficiency_section(wildcards, "closure"),
-        device=config["device"],
     log:
         f"{EFFICIENCY_LOGS}/closure.log",
     benchmark:
         f"{EFFICIENCY_BENCHMARKS}/closure.tsv"
-    resources:
-        mem_mb=lambda wildcards, attempt: efficiency_need("closure", wildcards, attempt).mem_mb,
-        runtime=lambda wildcards, attempt: efficiency_need("closure", wildcards, attempt).runtime,
-        gpu=GPUS,
 
 
 use rule train as efficiency_train with:
     input:
-        trajectories=f"{SIZE_FOLDER}/trajectories/train.zarr",
+        trajectories=f"{SIZE_FOLDER}/trajectories/train.zarr/zarr.json",
         forces=efficiency_forces,
         closure=f"{SIZE_FOLDER}/closure",
     output:
         directory(f"{EFFICIENCY_SIZE}/dynamics/{{model}}_{{loss}}_{{subset,[pk][0-9.e-]+}}_c{{configurations,\\d+}}_seed{{seed}}"),
-    params:
-        settings=lambda wildcards: efficiency_section(wildcards, "train"),
-        device=config["device"],
     log:
         f"{EFFICIENCY_LOGS}/train_{RUN}.log",
     benchmark:
         f"{EFFICIENCY_BENCHMARKS}/train_{RUN}.tsv"
-    resources:
-        mem_mb=lambda wildcards, attempt: efficiency_need("train", wildcards, attempt).mem_mb,
-        runtime=lambda wildcards, attempt: efficiency_need("train", wildcards, attempt).runtime,
-        gpu=GPUS,
 
 
 use rule evaluate as efficiency_evaluate with:
     input:
         model=f"{SIZE_FOLDER}/dynamics/{RUN}",
         closure=f"{SIZE_FOLDER}/closure",
-        trajectories=f"{SIZE_FOLDER}/trajectories/test.zarr",
+        trajectories=f"{SIZE_FOLDER}/trajectories/test.zarr/zarr.json",
     output:
         metrics=f"{EFFICIENCY_SIZE}/evaluation/{{model}}_{{loss}}_{{subset,[pk][0-9.e-]+}}_c{{configurations,\\d+}}_seed{{seed}}/metrics.json",
         rollout=f"{SIZE_FOLDER}/evaluation/{RUN}/rollout.png",
-    params:
-        settings=lambda wildcards: efficiency_section(wildcards, "evaluate"),
-        folder=lambda wildcards, output: os.path.dirname(output.metrics),
-        device=config["device"],
     log:
         f"{EFFICIENCY_LOGS}/evaluate_{RUN}.log",
     benchmark:
         f"{EFFICIENCY_BENCHMARKS}/evaluate_{RUN}.tsv"
-    resources:
-        mem_mb=lambda wildcards, attempt: efficiency_need("evaluate", wildcards, attempt).mem_mb,
-        runtime=lambda wildcards, attempt: efficiency_need("evaluate", wildcards, attempt).runtime,
-        gpu=GPUS,
 
 
 use rule baselines as efficiency_baselines with:
     input:
-        train=f"{SIZE_FOLDER}/trajectories/train.zarr",
-        test=f"{SIZE_FOLDER}/trajectories/test.zarr",
+        train=f"{SIZE_FOLDER}/trajectories/train.zarr/zarr.json",
+        test=f"{SIZE_FOLDER}/trajectories/test.zarr/zarr.json",
     output:
         f"{EFFICIENCY_SIZE}/baselines.json",
     log:
         f"{EFFICIENCY_LOGS}/baselines.log",
     benchmark:
         f"{EFFICIENCY_BENCHMARKS}/baselines.tsv"
-    resources:
-        mem_mb=lambda wildcards, attempt: efficiency_need("baselines", wildcards, attempt).mem_mb,
-        runtime=lambda wildcards, attempt: efficiency_need("baselines", wildcards, attempt).runtime,
 
 
 rule efficiency_report:
@@ -178,7 +108,7 @@ rule efficiency_report:
         ],
     params:
         settings_digest=digest(config["efficiency"]),
-        folder=EFFICIENCY,
+        folder=lambda wildcards, output: os.path.dirname(output.points),
     log:
         f"{RESULTS}/logs/efficiency/report.log",
     benchmark:

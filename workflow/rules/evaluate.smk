@@ -3,7 +3,7 @@ rule evaluate:
     input:
         model=f"{RESULTS}/{{system}}/dynamics/{{model}}_{{loss}}_p{{p}}_seed{{seed}}",
         closure=f"{RESULTS}/{{system}}/closure",
-        trajectories=f"{RESULTS}/{{system}}/trajectories/test.zarr",
+        trajectories=f"{RESULTS}/{{system}}/trajectories/test.zarr/zarr.json",
     output:
         metrics=f"{RESULTS}/{{system}}/evaluation/{{model}}_{{loss}}_p{{p}}_seed{{seed}}/metrics.json",
         rollout=rollout_figure(f"{RESULTS}/{{system}}/evaluation/{{model}}_{{loss}}_p{{p}}_seed{{seed}}/rollout.png"),

@@ -14,7 +14,7 @@ rule report:
         page=report(f"{RESULTS}/report/config.html", caption="../report/config.rst", category="Configuration"),
         config=report(f"{RESULTS}/report/config.yaml", caption="../report/config_yaml.rst", category="Configuration"),
     params:
-        folder=f"{RESULTS}/report",
+        folder=lambda wildcards, output: os.path.dirname(output.csv),
         config_digest=digest(config),
     log:
         f"{RESULTS}/logs/report.log",

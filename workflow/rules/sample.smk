@@ -1,9 +1,9 @@
 rule sample:
     """Partial forces: a random fraction p of the sampling units per configuration."""
     input:
-        trajectories=f"{RESULTS}/{{system}}/trajectories/train.zarr",
+        trajectories=f"{RESULTS}/{{system}}/trajectories/train.zarr/zarr.json",
     output:
-        directory(f"{RESULTS}/{{system}}/forces/p{{p}}/seed{{seed}}.zarr"),
+        f"{RESULTS}/{{system}}/forces/p{{p}}/seed{{seed}}.zarr/zarr.json",
     params:
         settings=lambda wildcards: section(wildcards, "sample"),
         device=config["device"],

@@ -1,7 +1,7 @@
 rule simulate:
     """Microscopic trajectories of one system and split (JAX, batched and jit-compiled)."""
     output:
-        directory(f"{RESULTS}/{{system}}/trajectories/{{split}}.zarr"),
+        f"{RESULTS}/{{system}}/trajectories/{{split}}.zarr/zarr.json",
     params:
         system=lambda wildcards: module_of(wildcards.system),
         settings=lambda wildcards: section(wildcards, "simulate"),

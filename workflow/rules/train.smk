@@ -1,8 +1,8 @@
 rule train:
     """One latent model trained with one loss on one force sample."""
     input:
-        trajectories=f"{RESULTS}/{{system}}/trajectories/train.zarr",
-        forces=f"{RESULTS}/{{system}}/forces/p{{p}}/seed{{seed}}.zarr",
+        trajectories=f"{RESULTS}/{{system}}/trajectories/train.zarr/zarr.json",
+        forces=f"{RESULTS}/{{system}}/forces/p{{p}}/seed{{seed}}.zarr/zarr.json",
         closure=f"{RESULTS}/{{system}}/closure",
     output:
         directory(f"{RESULTS}/{{system}}/dynamics/{{model}}_{{loss}}_p{{p}}_seed{{seed}}"),

@@ -50,6 +50,11 @@ class System(NamedTuple):
     # (x0 [B, N], frames, save_every, chunk_frames, on_chunk) -> (states [B, frames + 1, N] or
     # None, first non-finite step [B]); None means the generic RK4 integration of `rhs`
     integrate: Callable | None = None
+    # what each row of the state vector is, written as coordinates along `dof` of the
+    # trajectory store: {name: (long_name, one label per row)}
+    dof_labels: dict[str, tuple[str, np.ndarray]] | None = None
+    # units of the stores' `time`, `state` and `force` (the rate dx/dt), as `units` attributes
+    units: dict[str, str] | None = None
 
 
 def simulate_schema(properties: dict, *, steps: int, save_every: int, trajectories: dict, batch_size: int,

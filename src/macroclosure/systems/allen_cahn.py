@@ -116,4 +116,7 @@ def build(settings: dict) -> System:
         unit_rows=lambda units: units,
         observables=observables,
         time_step=settings["dt_over_h2"] * h * h if "dt_over_h2" in settings else None,
+        dof_labels={"field": ("field of the row", np.full(cells * cells, "u", dtype=object)),
+                    "cell": ("grid cell of the row (row-major over cells x cells)", np.arange(cells * cells, dtype=np.int64))},
+        units={"time": "1", "state": "1", "force": "1"},  # the equation is nondimensional
     )

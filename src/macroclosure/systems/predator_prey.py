@@ -96,4 +96,7 @@ def build(settings: dict) -> System:
         unit_rows=lambda units: units,
         observables=observables,
         time_step=settings["dt"],
+        dof_labels={"field": ("species of the row", np.repeat(np.array(["u", "v"], dtype=object), cells)),
+                    "cell": ("grid cell of the row", np.tile(np.arange(cells, dtype=np.int64), 2))},
+        units={"time": "1", "state": "1", "force": "1"},  # the equations are nondimensional
     )
