@@ -42,6 +42,10 @@ class StateInputs(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x
 
+    def states_per_pass(self) -> None:
+        """No limit of its own: the state is the input."""
+        return None
+
     def pull_back(self, rows: Tensor | None, x: Tensor) -> Tensor | None:
         """rows @ d inputs / dx = rows: the inputs' Jacobian is the identity, left implicit
         (None) when no rows are given."""

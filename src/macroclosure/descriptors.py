@@ -219,11 +219,17 @@ class PooledDescriptors(nn.Module):
     def forward(self, x: Tensor, pairs: Tensor, real: Tensor) -> Tensor:
         return pooled_descriptors(x, pairs, real, self.box)
 
+    def states_per_pass(self) -> int:
+        """States whose per-pair intermediates (PAIR_JACOBIAN_COPIES x [pairs, POOLED_FEATURES, 3]
+        in float64; half pairs ~ atoms 2/3 pi r_c^3 rho) fit PASS_BYTES: the batch of anything that
+        passes over the pairs, the forward and its jvp included."""
+        pairs_per_state = self.box.atoms * (2.0 / 3.0) * math.pi * self.box.r_cutoff**3 * self.box.density
+        return max(1, int(PASS_BYTES // (8 * PAIR_JACOBIAN_COPIES * 3 * POOLED_FEATURES * pairs_per_state)))
+
     def pull_back(self, rows: Tensor | None, x: Tensor, pairs: Tensor, real: Tensor) -> Tensor:
         """rows @ d inputs / dx (pooled_pull_back; rows None: the Jacobian itself), in passes
-        that keep the per-pair intermediates within PASS_BYTES (half pairs ~ atoms 2/3 pi r_c^3 rho)."""
-        pairs_per_state = self.box.atoms * (2.0 / 3.0) * math.pi * self.box.r_cutoff**3 * self.box.density
-        per_pass = max(1, int(PASS_BYTES // (8 * PAIR_JACOBIAN_COPIES * 3 * POOLED_FEATURES * pairs_per_state)))
+        of states_per_pass."""
+        per_pass = self.states_per_pass()
         parts = zip(*(part.split(per_pass) for part in (x, pairs, real)))
         row_parts = [None] * len(x) if rows is None else rows.split(per_pass)
         return torch.cat([pooled_pull_back(part_rows, *part, self.box) for part_rows, part in zip(row_parts, parts)])

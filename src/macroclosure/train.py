@@ -51,6 +51,7 @@ def training_tensors(autoencoder: Autoencoder, trajectories, forces, loss: str) 
     trajectory, time_index = read(forces, "trajectory"), read(forces, "time_index")
     encoder = autoencoder.double()
     batch_size = max(1, JACOBIAN_BYTES // (8 * autoencoder.latent_dim * n_dof))
+    batch_size = min(batch_size, encoder.inputs.states_per_pass() or batch_size)  # the particle encoder's pairs
     parts: dict[str, list[torch.Tensor]] = {}
     for batch in torch.arange(len(index)).split(batch_size):
         rows = batch.numpy()
