@@ -7,8 +7,8 @@ from macroclosure.closure import (
     closure_data,
     closure_net_jacobian,
     latent_gram,
-    condition_number,
     encoder_jacobian,
+    gram_condition_number,
     fit_autoencoder,
     load_closure,
     pseudo_inverse_rows,
@@ -120,10 +120,10 @@ def test_condition_number_values():
     generator = torch.Generator().manual_seed(2)
     orthonormal = orthonormal_rows(3, N_DOF, generator)
     one = torch.tensor(1.0, dtype=torch.float64)
-    torch.testing.assert_close(condition_number(orthonormal), one)
+    torch.testing.assert_close(gram_condition_number(orthonormal @ orthonormal.mT), one)
     diagonal = torch.tensor([[[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]]])
-    torch.testing.assert_close(condition_number(diagonal), torch.tensor([9.0]))
-    torch.testing.assert_close(condition_number(diagonal, rows=slice(1, None)), torch.tensor([4.0]))
+    torch.testing.assert_close(gram_condition_number(diagonal @ diagonal.mT), torch.tensor([9.0]))
+    torch.testing.assert_close(gram_condition_number(diagonal @ diagonal.mT, rows=slice(1, None)), torch.tensor([4.0]))
 
 
 def test_penalty_vanishes_for_perfect_conditioning():

@@ -198,11 +198,6 @@ def gram_condition_number(gram: Tensor, rows: slice | None = None) -> Tensor:
     return eigenvalues[..., -1] / eigenvalues[..., 0]
 
 
-def condition_number(J: Tensor, rows: slice | None = None) -> Tensor:
-    """kappa(J J^T) per sample; `rows` restricts J to some latent components first."""
-    return gram_condition_number(J @ J.mT, rows)
-
-
 def autoencoder_loss(
     model: Autoencoder, data: ClosureData, condition_weight: float, penalty_rows: slice | None = None
 ) -> dict[str, Tensor]:
