@@ -140,13 +140,19 @@ def split_state(x: Tensor, atoms: int) -> tuple[Tensor, Tensor]:
     return x[:, : 3 * atoms].reshape(len(x), atoms, 3), x[:, 3 * atoms :].reshape(len(x), atoms, 3)
 
 
+def atom_descriptors(features: Tensor, pairs: Tensor, velocities: Tensor) -> Tensor:
+    """[B, A, DESCRIPTORS_PER_ATOM] from the pairs' features [B, P, DESCRIPTORS_PER_ATOM - 1]
+    summed onto their atoms (padding: r beyond r_c adds 0) and the kinetic energy |v|^2 / 2 (m = 1)."""
+    environment = to_both_atoms(features, pairs, velocities.shape[1])
+    return with_kinetic(environment, 0.5 * velocities.square().sum(-1, keepdim=True))
+
+
 def per_atom_descriptors(x: Tensor, pairs: Tensor, real: Tensor, box: ParticleBox) -> Tensor:
     """[B, N] -> [B, A, DESCRIPTORS_PER_ATOM]: each atom's LJ pair energy (half the sum over
-    its neighbours), kinetic energy |v|^2 / 2 (m = 1) and radial basis summed over neighbours."""
+    its neighbours), kinetic energy and radial basis summed over neighbours."""
     positions, velocities = split_state(x, box.atoms)
     r = minimum_image_distances(positions, pairs, real, box.box_length)
-    environment = to_both_atoms(pair_features(r, box.r_cutoff), pairs, box.atoms)  # padding: r beyond r_c adds 0
-    return with_kinetic(environment, 0.5 * velocities.square().sum(-1, keepdim=True))
+    return atom_descriptors(pair_features(r, box.r_cutoff), pairs, velocities)
 
 
 def atom_moments(descriptors: Tensor) -> Tensor:
@@ -188,7 +194,7 @@ def pooled_pull_back(rows: Tensor | None, x: Tensor, pairs: Tensor, real: Tensor
     separations = minimum_image_separations(positions, pairs, box.box_length)
     r = pair_distances(separations, real, box.box_length)
     features, feature_slopes = jvp(lambda r: pair_features(r, box.r_cutoff), (r,), (torch.ones_like(r),))
-    descriptors = with_kinetic(to_both_atoms(features, pairs, box.atoms), 0.5 * velocities.square().sum(-1, keepdim=True))
+    descriptors = atom_descriptors(features, pairs, velocities)
     tangent = with_kinetic(feature_slopes, torch.zeros_like(r).unsqueeze(-1))
     both_ends = sum(torch.take_along_dim(descriptors, pairs[..., end : end + 1], dim=1) for end in (0, 1))
     along_r = moment_slopes(both_ends, tangent)  # dm(d_i) t + dm(d_j) t, but for the first block:
