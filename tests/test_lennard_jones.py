@@ -60,12 +60,12 @@ def neighbour_list_forces(positions, atoms):
 
 def partial(positions, atoms, chosen):
     box = lj.box_length(lj_settings(atoms=atoms))
-    grid = lj.cell_grid(box, R_CUTOFF)
+    grid = lj.cell_grid(box, R_CUTOFF, lj_settings(atoms=atoms)["density"])
     return np.asarray(lj.partial_forces(positions, jnp.asarray(chosen), box=box, r_cutoff=R_CUTOFF, grid=grid))
 
 
 # --- partial forces -----------------------------------------------------------------------
-@pytest.mark.parametrize("atoms", [256, 800])  # 2 and 4 cells per side: distinct offsets, 27 offsets
+@pytest.mark.parametrize("atoms", [256, 800])  # 8 and 11 cells per side: 49 and 45 of the 7 x 7 columns
 def test_partial_forces_equal_jax_md_neighbour_list_forces_on_the_chosen_atoms(float64, minimised, atoms):
     positions = positions_of(minimised[atoms], atoms)
     full = neighbour_list_forces(positions, atoms)
@@ -106,7 +106,7 @@ def test_position_rows_of_the_partial_rate_are_the_velocities(float64, minimised
     np.testing.assert_array_equal(rate[:, :3], velocities[[5, 9]])
 
 
-def test_an_overfull_cell_makes_the_forces_of_its_neighbours_nan_never_drops_pairs(float64):
+def test_an_overfull_neighbourhood_makes_the_forces_nan_never_drops_pairs(float64):
     atoms = 800
     positions = jnp.asarray(random_positions(atoms, 0) * 0.2)  # every atom crammed into a corner
     forces = partial(positions, atoms, np.array([0, 1]))
@@ -131,13 +131,13 @@ def test_partial_force_traces_to_linear_binning_plus_pair_work_of_size_k(float64
     """No intermediate is O(atoms x k) or O(atoms^2): binning is O(atoms), pair work O(k)."""
     k = 8
     box = lj.box_length(lj_settings(atoms=atoms))
-    grid = lj.cell_grid(box, R_CUTOFF)
-    pair_work = k * len(grid.offsets) * grid.capacity * 3
+    grid = lj.cell_grid(box, R_CUTOFF, lj_settings(atoms=atoms)["density"])
+    pair_work = k * max(grid.capacity, 2 * len(grid.columns)) * 3
     _, sizes = trace_sizes(
         lambda positions, chosen: lj.partial_forces(positions, chosen, box=box, r_cutoff=R_CUTOFF, grid=grid),
         jnp.zeros((atoms, 3)), jnp.arange(k),
     )
-    binning = max(3 * atoms, grid.per_side**3 * grid.capacity)
+    binning = max(3 * atoms, grid.per_side**3 + 1)
     assert max(sizes) <= max(binning, pair_work)
     assert pair_work < atoms * k and binning < atoms * k
 

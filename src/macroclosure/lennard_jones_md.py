@@ -9,8 +9,8 @@ rows are its 3 position rows (the velocity, free) and its 3 velocity rows (the f
 Three force paths, deliberately independent of each other so each checks the others:
 - `simulation_functions`: jax-md neighbour lists and autodiff of the pair energy, for MD;
 - `partial_forces`: forces on k chosen atoms from a stored configuration, which has no
-  neighbour list. All atoms are binned into cells of side >= r_c (O(N)), then only the
-  chosen atoms' 27 neighbouring cells are searched: O(N) binning + O(k) pair work;
+  neighbour list. All atoms are sorted into cells of side >= r_c / 3 (O(N)), then only the
+  chosen atoms' neighbourhoods are searched: O(N) binning + O(k) pair work;
 - `all_pair_forces`: jax-md's dense all-pairs sum, O(N^2), the reference `rhs`.
 """
 
@@ -37,8 +37,10 @@ from macroclosure.systems.lennard_jones import box_length, dimensions
 warnings.filterwarnings("ignore", message="Explicitly requested dtype float64 requested in", category=UserWarning)
 warnings.filterwarnings("ignore", message="scatter inputs have incompatible types", category=FutureWarning)
 
-CLOSEST_CONTACT = 0.9  # sigma; a pair this near carries 4 (0.9^-12 - 0.9^-6) = 7.3 epsilon
-CLOSE_PACKED_DENSITY = math.sqrt(2) / CLOSEST_CONTACT**3  # fcc with that nearest-neighbour distance
+MIN_SEPARATION = 0.8  # sigma; partial forces are exact wherever no pair is nearer (4 (0.8^-12 - 0.8^-6) = 43 epsilon)
+SEPARATED_DENSITY = math.sqrt(2) / MIN_SEPARATION**3  # fcc at that nearest-neighbour distance: the densest packing
+SEARCH_MARGIN = 1e-3  # sigma added to the search radius, so rounding at a cell face drops no pair
+CAPACITY_GROWTH = 1.25  # candidate slots allotted per slot needed when the partial-force buffer grows
 SHARED_START_STREAM = 2  # random stream of the shared start (the split streams are 0 and 1)
 OVERFLOW_RETRIES = 4  # neighbour-list reallocations per chunk or minimisation before giving up
 COMPONENTS = np.array(["x", "y", "z", "vx", "vy", "vz"], dtype=object)  # the state rows of an atom, as laid out
@@ -71,62 +73,162 @@ def minimum_image(delta, box):
 # Partial forces from a cell binning of one configuration
 # ---------------------------------------------------------------------------------------
 class CellGrid(NamedTuple):
-    """Static geometry of the binning: cells per side, cell capacity, neighbour offsets."""
+    """Static geometry of the binning and the size of its buffer (hashable, so a jit key).
+
+    Cells are numbered z fastest, so after sorting the atoms by cell the cells of one column
+    (fixed x, y) at consecutive z hold consecutive atoms. An atom's candidates are, in each
+    column within r_cutoff of it, the run of cells spanning its z +- the cutoff sphere's half
+    chord there: a few contiguous runs, packed end to end into `capacity` slots.
+    """
 
     per_side: int
-    capacity: int
-    offsets: np.ndarray  # [n_offsets, 3] distinct neighbouring-cell offsets (27 when per_side >= 3)
+    side: float  # box / per_side
+    columns: tuple[tuple[int, int], ...]  # distinct (x, y) offsets of the columns an atom searches
+    capacity: int  # candidate slots per atom
+    max_capacity: int  # what the searched region holds with no pair nearer than MIN_SEPARATION
 
 
-def cell_grid(box: float, r_cutoff: float, divisions: int = 2) -> CellGrid:
-    """Cells of side >= r_cutoff / divisions, so every neighbour of an atom lies within
-    `divisions` cells of its own along each axis ((2 divisions + 1)^3 cells to search).
+class Binning(NamedTuple):
+    """One configuration's atoms sorted by cell, which the partial forces search."""
 
-    Smaller cells hug the cutoff sphere more tightly: with 2 divisions the searched volume
-    is about half that of 27 cells of side r_cutoff. The capacity is what a cell holds at
-    close packing with no pair nearer than 0.9 sigma, far beyond the density fluctuations of
-    a liquid; a fuller cell marks its atoms' forces NaN (never a silently dropped pair),
-    which the sampling stage refuses. With too few cells per side the offsets are the
-    distinct ones, so no pair counts twice.
+    cell: jax.Array  # [A, 3] cell of each atom
+    sorted_positions: jax.Array  # [A, 3] positions wrapped into the box, in cell order
+    first: jax.Array  # [cells + 1] sorted index of each cell's first atom, then A
+    rank: jax.Array  # [A] sorted index of each atom
+
+
+def cell_grid(box: float, r_cutoff: float, density: float, divisions: int = 3) -> CellGrid:
+    """Cells of side >= r_cutoff / divisions, with candidate slots for a liquid at `density`.
+
+    Thin columns searched over each atom's own z range hug the cutoff sphere: at 3 divisions
+    about twice its volume is searched, against 4.5 times for the 125 cells of side r_c / 2
+    around the atom's cell. The capacity starts at the largest searched volume's share of
+    atoms at `density`, plus margin; `fitted_grid` grows it when a configuration needs more,
+    up to the packing bound at MIN_SEPARATION. With few cells per side the column offsets
+    are the distinct ones, so no pair counts twice.
     """
     per_side = max(1, int(box * divisions // r_cutoff))
     side = box / per_side
-    capacity = math.ceil(CLOSE_PACKED_DENSITY * side**3) + 2
     steps = range(-divisions, divisions + 1) if per_side > 2 * divisions else range(per_side)
-    return CellGrid(per_side, capacity, np.array(list(itertools.product(steps, repeat=3))))
+    gaps = {step: cell_gap(step, per_side, side) for step in steps}
+    columns = tuple((i, j) for i in steps for j in steps if gaps[i] ** 2 + gaps[j] ** 2 < (r_cutoff + SEARCH_MARGIN) ** 2)
+    volume = side**3 * sum(run_cells(gaps[i] ** 2 + gaps[j] ** 2, per_side, side, r_cutoff) for i, j in columns)
+    # Balls of radius MIN_SEPARATION / 2 centred in the region lie in it grown by that radius
+    # (taken as a ball of the same volume), at no more than close packing.
+    grown_radius = (3 * volume / (4 * math.pi)) ** (1 / 3) + MIN_SEPARATION / 2
+    max_capacity = math.ceil(SEPARATED_DENSITY * 4 * math.pi * grown_radius**3 / 3)
+    return CellGrid(per_side, side, columns, min(math.ceil(density * volume) + 8, max_capacity), max_capacity)
 
 
-def bin_atoms(positions, box: float, grid: CellGrid):
-    """Cell of each atom [A, 3] and the table of atoms per cell [cells, capacity] (-1 empty)."""
+def cell_gap(step: int, per_side: int, side: float) -> float:
+    """Least distance along an axis between a point of a cell and one `step` cells away (periodic)."""
+    apart = abs(step) % per_side
+    return max(min(apart, per_side - apart) - 1, 0) * side
+
+
+def run_cells(gap2: float, per_side: int, side: float, r_cutoff: float) -> int:
+    """Most cells of a column's z run for an atom whose column lies gap2 (squared) from it."""
+    half_chord = math.sqrt(max((r_cutoff + SEARCH_MARGIN) ** 2 - gap2, 0.0))
+    return min(per_side, math.floor(2 * half_chord / side) + 2)
+
+
+def fitted_grid(grid: CellGrid, needed: int) -> CellGrid | None:
+    """`grid` grown to hold `needed` candidates per atom (with room to spare, as jax-md grows
+    its neighbour lists), or None where it already does or `needed` exceeds the packing bound."""
+    if needed <= grid.capacity or needed > grid.max_capacity:
+        return None
+    return grid._replace(capacity=min(grid.max_capacity, math.ceil(CAPACITY_GROWTH * needed)))
+
+
+def bin_atoms(positions, box: float, grid: CellGrid) -> Binning:
+    """Sort the atoms [A, 3] by cell with a counting sort, O(A): a comparison sort (argsort)
+    costs four times the whole search of 400 atoms among 6 400."""
     per_side = grid.per_side
-    cell = jnp.clip(jnp.floor(jnp.mod(positions, box) * (per_side / box)).astype(jnp.int32), 0, per_side - 1)
+    wrapped = jnp.mod(positions, box)
+    cell = jnp.clip(jnp.floor(wrapped / grid.side).astype(jnp.int32), 0, per_side - 1)
     flat = (cell[:, 0] * per_side + cell[:, 1]) * per_side + cell[:, 2]
-    order = jnp.argsort(flat)
-    sorted_cells = flat[order]
-    n_cells = per_side**3
-    counts = jnp.zeros(n_cells, jnp.int32).at[flat].add(1)
-    starts = jnp.cumsum(counts) - counts
-    slot = jnp.arange(flat.shape[0]) - starts[sorted_cells]
-    table = jnp.full((n_cells, grid.capacity), -1, jnp.int32).at[sorted_cells, slot].set(order.astype(jnp.int32), mode="drop")
-    return cell, table, counts
+    counts = jnp.zeros(per_side**3, jnp.int32).at[flat].add(1)
+    first = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(counts, dtype=jnp.int32)])
+    rank = first[flat] + rank_in_cell(flat, per_side**3)
+    return Binning(cell, jnp.zeros_like(wrapped).at[rank].set(wrapped, unique_indices=True), first, rank)
+
+
+def rank_in_cell(flat, cells: int):
+    """Rank [A] of each atom among the atoms of its cell `flat` [A] (0 to occupancy - 1): in
+    each round every cell ranks its lowest-numbered unranked atom, so the rounds are as
+    many as the fullest cell holds."""
+    index = jnp.arange(flat.shape[0], dtype=jnp.int32)
+    unranked = flat.shape[0]  # an index no atom has
+
+    def next_round(carry):
+        rank, round_number = carry
+        pending = rank < 0
+        lowest = jnp.full(cells, unranked, jnp.int32).at[flat].min(jnp.where(pending, index, unranked))
+        return jnp.where(pending & (lowest[flat] == index), round_number, rank), round_number + 1
+
+    rank, _ = jax.lax.while_loop(lambda carry: jnp.any(carry[0] < 0), next_round, (jnp.full_like(index, -1), 0))
+    return rank
+
+
+def candidate_runs(binning: Binning, atoms, *, box: float, r_cutoff: float, grid: CellGrid):
+    """(first sorted index, length) [k, 2 columns] of the runs of sorted atoms that hold every
+    atom within r_cutoff of each of `atoms` [k]: per column, the cells of its z range, split
+    in two where the range wraps around the box."""
+    per_side, side = grid.per_side, grid.side
+    centres = binning.sorted_positions[binning.rank[atoms]]
+    columns = jnp.mod(binning.cell[atoms][:, None, :2] + jnp.asarray(grid.columns, jnp.int32)[None], per_side)
+    gaps = jnp.maximum(jnp.abs(minimum_image(centres[:, None, :2] - (columns + 0.5) * side, box)) - 0.5 * side, 0.0)
+    chord2 = (r_cutoff + SEARCH_MARGIN) ** 2 - jnp.sum(gaps**2, axis=-1)
+    half_chord = jnp.sqrt(jnp.maximum(chord2, 0.0))
+    low = jnp.floor((centres[:, None, 2] - half_chord) / side).astype(jnp.int32)
+    high = jnp.floor((centres[:, None, 2] + half_chord) / side).astype(jnp.int32)
+    whole = high - low + 1 >= per_side
+    inner = (jnp.where(whole, 0, jnp.maximum(low, 0)), jnp.where(whole, per_side - 1, jnp.minimum(high, per_side - 1)))
+    wrapped = (jnp.where(low < 0, low + per_side, 0), jnp.where(whole, -1, jnp.where(low < 0, per_side - 1, high - per_side)))
+    column_start = (columns[..., 0] * per_side + columns[..., 1]) * per_side
+    starts, lengths = [], []
+    for first_cell, last_cell in (inner, wrapped):
+        start = binning.first[column_start + first_cell]
+        end = binning.first[column_start + jnp.maximum(last_cell + 1, first_cell)]
+        starts.append(start)
+        lengths.append(jnp.where(chord2 > 0, end - start, 0))
+    return jnp.concatenate(starts, axis=1), jnp.concatenate(lengths, axis=1)
+
+
+def packed_candidates(starts, lengths, capacity: int):
+    """Sorted index [k, capacity] of each candidate slot, the runs laid end to end, and
+    whether the slot holds one. Each run's offset in the slots marks where the index jumps
+    (a cumulative sum of the jumps), so no slot is spent on an empty cell."""
+    offsets = jnp.cumsum(lengths, axis=1) - lengths
+    base = starts - offsets  # index = base of the slot's run + slot
+    jumps = jnp.diff(base, axis=1, prepend=0)
+    rows = jnp.arange(starts.shape[0])[:, None]
+    index = jnp.cumsum(jnp.zeros((starts.shape[0], capacity), jnp.int32).at[rows, offsets].add(jumps, mode="drop"), axis=1)
+    slots = jnp.arange(capacity, dtype=jnp.int32)
+    return index + slots, slots < jnp.sum(lengths, axis=1)[:, None]
+
+
+def candidate_counts(positions, atoms, *, box: float, r_cutoff: float, grid: CellGrid):
+    """Candidates [k] the search of each of `atoms` visits: the capacity it needs."""
+    _, lengths = candidate_runs(bin_atoms(positions, box, grid), atoms, box=box, r_cutoff=r_cutoff, grid=grid)
+    return jnp.sum(lengths, axis=1)
 
 
 def partial_forces(positions, atoms, *, box: float, r_cutoff: float, grid: CellGrid):
-    """LJ forces [k, 3] on the atoms `atoms` [k] only, from neighbouring cells of each.
+    """LJ forces [k, 3] on the atoms `atoms` [k] only, from the candidates of each.
 
-    NaN for an atom one of whose cells overflowed, so a dropped pair can never pass silently.
+    NaN for an atom with more candidates than slots, so a dropped pair can never pass
+    silently; `fitted_grid` sizes a grid that holds them.
     """
-    cell, table, counts = bin_atoms(positions, box, grid)
-    per_side = grid.per_side
-    neighbour_cells = jnp.mod(cell[atoms][:, None, :] + jnp.asarray(grid.offsets)[None], per_side)
-    neighbour_flat = (neighbour_cells[..., 0] * per_side + neighbour_cells[..., 1]) * per_side + neighbour_cells[..., 2]
-    candidates = table[neighbour_flat].reshape(atoms.shape[0], -1)
-    overflow = jnp.any(counts[neighbour_flat] > grid.capacity, axis=1)
-    delta = minimum_image(positions[atoms][:, None, :] - positions[jnp.maximum(candidates, 0)], box)
+    binning = bin_atoms(positions, box, grid)
+    starts, lengths = candidate_runs(binning, atoms, box=box, r_cutoff=r_cutoff, grid=grid)
+    index, filled = packed_candidates(starts, lengths, grid.capacity)
+    own = binning.rank[atoms]
+    delta = minimum_image(binning.sorted_positions[own][:, None] - binning.sorted_positions.at[index].get(mode="clip"), box)
     r2 = jnp.sum(delta**2, axis=-1)
-    inside = (candidates >= 0) & (candidates != atoms[:, None]) & (r2 < r_cutoff**2)
+    inside = filled & (index != own[:, None]) & (r2 < r_cutoff**2)
     forces = jnp.sum(pair_force_over_r(r2, inside)[..., None] * delta, axis=1)
-    return jnp.where(overflow[:, None], jnp.nan, forces)
+    return jnp.where(jnp.sum(lengths, axis=1)[:, None] > grid.capacity, jnp.nan, forces)
 
 
 def all_pair_forces(positions, *, box: float, r_cutoff: float):
@@ -364,11 +466,12 @@ def temperature_of(velocities) -> float:
 
 
 # ---------------------------------------------------------------------------------------
-def build(settings: dict) -> System:
-    """The System of `systems.lennard_jones`, whose ENGINE this module is."""
+def build(settings: dict, grid: CellGrid | None = None) -> System:
+    """The System of `systems.lennard_jones`, whose ENGINE this module is; its partial forces
+    search `grid` (by default one sized for a liquid at the settings' density)."""
     atoms, r_cutoff = settings["atoms"], settings["r_cutoff"]
     box = box_length(settings)
-    grid = cell_grid(box, r_cutoff)
+    grid = grid or cell_grid(box, r_cutoff, settings["density"])
     offsets = jnp.arange(3)
 
     def rhs(x):
@@ -381,6 +484,22 @@ def build(settings: dict) -> System:
         positions, velocities = split_state(x, atoms)
         forces = partial_forces(positions, units, box=box, r_cutoff=r_cutoff, grid=grid)
         return jnp.concatenate([velocities[units], forces], axis=1).ravel()
+
+    @jax.jit
+    @jax.vmap
+    def needed_capacity(x, units):
+        return jnp.max(candidate_counts(split_state(x, atoms)[0], units, box=box, r_cutoff=r_cutoff, grid=grid))
+
+    def fit_partial(states, units):
+        """This System with partial-force slots for the batch (states [B, N], units [B, k]), or
+        None where its own suffice or no configuration without a pair nearer than
+        MIN_SEPARATION needs that many (an overfull region stays NaN, for the sampler to refuse)."""
+        needed = int(jnp.max(needed_capacity(states, units)))
+        grown = fitted_grid(grid, needed)
+        if grown is None:
+            return None
+        log.info("partial forces: %d candidate slots per atom needed, %d held; growing to %d", needed, grid.capacity, grown.capacity)
+        return build(settings, grown)
 
     def unit_rows(units):
         """Rows (3a, 3a+1, 3a+2, 3A+3a, 3A+3a+1, 3A+3a+2) of each atom a, in that order."""
@@ -406,6 +525,7 @@ def build(settings: dict) -> System:
         initial_conditions=initial_conditions,
         rhs=rhs,
         partial_rhs=partial_rhs,
+        fit_partial=fit_partial,
         unit_rows=unit_rows,
         observables=observables,
         time_step=settings["dt"],

@@ -82,8 +82,30 @@ def refuse_non_finite(forces, trajectory, time_index, source: str) -> None:
         raise ValueError(
             f"{source}: non-finite forces in {bad.size} of {len(forces)} configurations (first at trajectory "
             f"{trajectory[bad[0]]}, time index {time_index[bad[0]]}); the state is corrupt or, for MD, "
-            "a neighbour cell overflowed (a cell denser than close packing at 0.9 sigma)"
+            "an atom's neighbourhood is denser than close packing at 0.8 sigma"
         )
+
+
+def fitted_partial_forces(system, states, units, compiled: dict):
+    """(partial forces of a batch, the seconds they took, the system that computed them).
+
+    A system whose partial-force buffers depend on the data (`fit_partial`) is checked the way
+    jax-md checks a neighbour list: where values come out non-finite it is grown to the batch
+    and the batch redone; whatever stays non-finite is the state's. `compiled` holds the
+    compiled vmapped partial forces per (function, batch shape); the seconds count every run.
+    """
+    seconds = 0.0
+    while True:
+        key = (system.partial_rhs, states.shape)
+        if key not in compiled:
+            compiled[key] = jax.jit(jax.vmap(system.partial_rhs)).lower(states, units).compile()
+        start = time.perf_counter()
+        values = compiled[key](states, units).block_until_ready()
+        seconds += time.perf_counter() - start
+        grown = None if system.fit_partial is None or bool(jnp.isfinite(values).all()) else system.fit_partial(states, units)
+        if grown is None:
+            return values, seconds, system
+        system = grown
 
 
 def sample(trajectories: str, out: str, p: float, seed: int, settings: dict, device: str = "auto", progress: bool = True) -> None:
@@ -106,7 +128,6 @@ def sample(trajectories: str, out: str, p: float, seed: int, settings: dict, dev
     rows = np.asarray(jax.vmap(system.unit_rows)(jnp.asarray(units)))
     log.info("sampling %d configurations (%s draw) x %d of %d %ss (p = %g)", count, settings["draw"], k, system.dims.units, system.dims.unit, p)
 
-    partial_forces = jax.jit(jax.vmap(system.partial_rhs))
     compiled = {}
     forces = np.empty(rows.shape, dtype=ds["state"].dtype)
     wall = 0.0
@@ -116,12 +137,8 @@ def sample(trajectories: str, out: str, p: float, seed: int, settings: dict, dev
         for first in tqdm(range(0, count, batch), desc=f"sample p={p:g}", disable=not progress, mininterval=2.0):
             part = slice(first, first + batch)
             states = jnp.asarray(read_states(ds, trajectory[part], time_index[part]))
-            subset = jnp.asarray(units[part])
-            if states.shape not in compiled:
-                compiled[states.shape] = partial_forces.lower(states, subset).compile()
-            start = time.perf_counter()
-            values = compiled[states.shape](states, subset).block_until_ready()
-            wall += time.perf_counter() - start
+            values, seconds, system = fitted_partial_forces(system, states, jnp.asarray(units[part]), compiled)
+            wall += seconds
             forces[part] = np.asarray(values)
     refuse_non_finite(forces, trajectory, time_index, trajectories)
 

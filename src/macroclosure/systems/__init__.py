@@ -55,6 +55,10 @@ class System(NamedTuple):
     dof_labels: dict[str, tuple[str, np.ndarray]] | None = None
     # units of the stores' `time`, `state` and `force` (the rate dx/dt), as `units` attributes
     units: dict[str, str] | None = None
+    # (states [B, N], units [B, k]) -> this System with `partial_rhs` buffers grown to serve the
+    # batch exactly, or None where they already do or none would (what it could not compute
+    # stays non-finite); None: `partial_rhs` has no data-dependent buffer (the grid systems)
+    fit_partial: Callable | None = None
 
 
 def simulate_schema(properties: dict, *, steps: int, save_every: int, trajectories: dict, batch_size: int,
