@@ -137,7 +137,7 @@ def test_partial_force_traces_to_linear_binning_plus_pair_work_of_size_k(float64
         lambda positions, chosen: lj.partial_forces(positions, chosen, box=box, r_cutoff=R_CUTOFF, grid=grid),
         jnp.zeros((atoms, 3)), jnp.arange(k),
     )
-    binning = max(3 * atoms, grid.per_side**3 + 1)
+    binning = max(6 * atoms, grid.per_side**2 * (grid.per_side + grid.ghosts) + 1)  # positions with their ghosts
     assert max(sizes) <= max(binning, pair_work)
     assert pair_work < atoms * k and binning < atoms * k
 

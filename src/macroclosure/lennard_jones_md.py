@@ -76,13 +76,16 @@ class CellGrid(NamedTuple):
     """Static geometry of the binning and the size of its buffer (hashable, so a jit key).
 
     Cells are numbered z fastest, so after sorting the atoms by cell the cells of one column
-    (fixed x, y) at consecutive z hold consecutive atoms. An atom's candidates are, in each
-    column within r_cutoff of it, the run of cells spanning its z +- the cutoff sphere's half
-    chord there: a few contiguous runs, packed end to end into `capacity` slots.
+    (fixed x, y) at consecutive z hold consecutive atoms; the column's lowest `ghosts` cells
+    follow again above its top, so a z range across the periodic face is contiguous too. An
+    atom's candidates are, in each column within r_cutoff of it, the run of cells spanning
+    its z +- the cutoff sphere's half chord there, the runs packed end to end into
+    `capacity` slots.
     """
 
     per_side: int
     side: float  # box / per_side
+    ghosts: int  # cells of each column repeated above its top
     columns: tuple[tuple[int, int], ...]  # distinct (x, y) offsets of the columns an atom searches
     capacity: int  # candidate slots per atom
     max_capacity: int  # what the searched region holds with no pair nearer than MIN_SEPARATION
@@ -92,9 +95,10 @@ class Binning(NamedTuple):
     """One configuration's atoms sorted by cell, which the partial forces search."""
 
     cell: jax.Array  # [A, 3] cell of each atom
-    sorted_positions: jax.Array  # [A, 3] positions wrapped into the box, in cell order
-    first: jax.Array  # [cells + 1] sorted index of each cell's first atom, then A
+    sorted_positions: jax.Array  # [2 A, 3] positions wrapped into the box, in cell order, ghosts included
+    first: jax.Array  # [columns x (per_side + ghosts) + 1] sorted index of each cell's first atom, then the end
     rank: jax.Array  # [A] sorted index of each atom
+    ghost_rank: jax.Array  # [A] sorted index of each atom's ghost, 2 A where it has none
 
 
 def cell_grid(box: float, r_cutoff: float, density: float, divisions: int = 3) -> CellGrid:
@@ -117,7 +121,8 @@ def cell_grid(box: float, r_cutoff: float, density: float, divisions: int = 3) -
     # (taken as a ball of the same volume), at no more than close packing.
     grown_radius = (3 * volume / (4 * math.pi)) ** (1 / 3) + MIN_SEPARATION / 2
     max_capacity = math.ceil(SEPARATED_DENSITY * 4 * math.pi * grown_radius**3 / 3)
-    return CellGrid(per_side, side, columns, min(math.ceil(density * volume) + 8, max_capacity), max_capacity)
+    ghosts = min(per_side, math.floor(2 * (r_cutoff + SEARCH_MARGIN) / side) + 1)  # the cells a range from below 0 reaches
+    return CellGrid(per_side, side, ghosts, columns, min(math.ceil(density * volume) + 8, max_capacity), max_capacity)
 
 
 def cell_gap(step: int, per_side: int, side: float) -> float:
@@ -141,16 +146,22 @@ def fitted_grid(grid: CellGrid, needed: int) -> CellGrid | None:
 
 
 def bin_atoms(positions, box: float, grid: CellGrid) -> Binning:
-    """Sort the atoms [A, 3] by cell with a counting sort, O(A): a comparison sort (argsort)
-    costs four times the whole search of 400 atoms among 6 400."""
-    per_side = grid.per_side
+    """Sort the atoms [A, 3] by cell, with ghosts, by a counting sort: O(A), where a
+    comparison sort (argsort) costs as much as the whole search of 400 atoms among 6 400."""
+    per_side, ghosts = grid.per_side, grid.ghosts
     wrapped = jnp.mod(positions, box)
     cell = jnp.clip(jnp.floor(wrapped / grid.side).astype(jnp.int32), 0, per_side - 1)
-    flat = (cell[:, 0] * per_side + cell[:, 1]) * per_side + cell[:, 2]
-    counts = jnp.zeros(per_side**3, jnp.int32).at[flat].add(1)
-    first = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(counts, dtype=jnp.int32)])
-    rank = first[flat] + rank_in_cell(flat, per_side**3)
-    return Binning(cell, jnp.zeros_like(wrapped).at[rank].set(wrapped, unique_indices=True), first, rank)
+    column = cell[:, 0] * per_side + cell[:, 1]
+    flat = column * per_side + cell[:, 2]
+    counts = jnp.zeros(per_side**3, jnp.int32).at[flat].add(1).reshape(per_side**2, per_side)
+    extended = jnp.concatenate([counts, counts[:, :ghosts]], axis=1).ravel()
+    first = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(extended, dtype=jnp.int32)])
+    in_cell = rank_in_cell(flat, per_side**3)
+    rank = first[column * (per_side + ghosts) + cell[:, 2]] + in_cell
+    nowhere = 2 * positions.shape[0]
+    ghost_rank = jnp.where(cell[:, 2] < ghosts, first[column * (per_side + ghosts) + per_side + cell[:, 2]] + in_cell, nowhere)
+    sorted_positions = jnp.zeros((nowhere, 3), wrapped.dtype).at[rank].set(wrapped).at[ghost_rank].set(wrapped, mode="drop")
+    return Binning(cell, sorted_positions, first, rank, ghost_rank)
 
 
 def rank_in_cell(flat, cells: int):
@@ -171,9 +182,9 @@ def rank_in_cell(flat, cells: int):
 
 
 def candidate_runs(binning: Binning, atoms, *, box: float, r_cutoff: float, grid: CellGrid):
-    """(first sorted index, length) [k, 2 columns] of the runs of sorted atoms that hold every
-    atom within r_cutoff of each of `atoms` [k]: per column, the cells of its z range, split
-    in two where the range wraps around the box."""
+    """(first sorted index, length) [k, columns] of the runs of sorted atoms that hold every
+    atom within r_cutoff of each of `atoms` [k]: per column, the cells of its z range, moved
+    up a box length onto the ghosts where the range starts below the box."""
     per_side, side = grid.per_side, grid.side
     centres = binning.sorted_positions[binning.rank[atoms]]
     columns = jnp.mod(binning.cell[atoms][:, None, :2] + jnp.asarray(grid.columns, jnp.int32)[None], per_side)
@@ -183,16 +194,11 @@ def candidate_runs(binning: Binning, atoms, *, box: float, r_cutoff: float, grid
     low = jnp.floor((centres[:, None, 2] - half_chord) / side).astype(jnp.int32)
     high = jnp.floor((centres[:, None, 2] + half_chord) / side).astype(jnp.int32)
     whole = high - low + 1 >= per_side
-    inner = (jnp.where(whole, 0, jnp.maximum(low, 0)), jnp.where(whole, per_side - 1, jnp.minimum(high, per_side - 1)))
-    wrapped = (jnp.where(low < 0, low + per_side, 0), jnp.where(whole, -1, jnp.where(low < 0, per_side - 1, high - per_side)))
-    column_start = (columns[..., 0] * per_side + columns[..., 1]) * per_side
-    starts, lengths = [], []
-    for first_cell, last_cell in (inner, wrapped):
-        start = binning.first[column_start + first_cell]
-        end = binning.first[column_start + jnp.maximum(last_cell + 1, first_cell)]
-        starts.append(start)
-        lengths.append(jnp.where(chord2 > 0, end - start, 0))
-    return jnp.concatenate(starts, axis=1), jnp.concatenate(lengths, axis=1)
+    lift = jnp.where(low < 0, per_side, 0)
+    column_start = (columns[..., 0] * per_side + columns[..., 1]) * (per_side + grid.ghosts)
+    start = binning.first[column_start + jnp.where(whole, 0, low + lift)]
+    end = binning.first[column_start + jnp.where(whole, per_side, high + lift + 1)]
+    return start, jnp.where(chord2 > 0, end - start, 0)
 
 
 def packed_candidates(starts, lengths, capacity: int):
@@ -223,10 +229,10 @@ def partial_forces(positions, atoms, *, box: float, r_cutoff: float, grid: CellG
     binning = bin_atoms(positions, box, grid)
     starts, lengths = candidate_runs(binning, atoms, box=box, r_cutoff=r_cutoff, grid=grid)
     index, filled = packed_candidates(starts, lengths, grid.capacity)
-    own = binning.rank[atoms]
-    delta = minimum_image(binning.sorted_positions[own][:, None] - binning.sorted_positions.at[index].get(mode="clip"), box)
+    own = binning.rank[atoms][:, None]
+    delta = minimum_image(binning.sorted_positions[own] - binning.sorted_positions.at[index].get(mode="clip"), box)
     r2 = jnp.sum(delta**2, axis=-1)
-    inside = filled & (index != own[:, None]) & (r2 < r_cutoff**2)
+    inside = filled & (index != own) & (index != binning.ghost_rank[atoms][:, None]) & (r2 < r_cutoff**2)
     forces = jnp.sum(pair_force_over_r(r2, inside)[..., None] * delta, axis=1)
     return jnp.where(jnp.sum(lengths, axis=1)[:, None] > grid.capacity, jnp.nan, forces)
 
