@@ -26,7 +26,7 @@ from macroclosure.closure import (
     run_closure,
 )
 from macroclosure.config import ConfigError, complete_section, validate
-from macroclosure.descriptors import PARTICLE_INPUTS, PooledDescriptors, particle_box
+from macroclosure.descriptors import POOLED_FEATURES, PooledDescriptors, particle_box
 from macroclosure.sampling import sample
 from macroclosure.simulate import simulate
 from macroclosure.systems import build_system
@@ -148,8 +148,8 @@ def test_the_l_z_target_from_one_forward_pass_is_j_f(model, states):
 
 
 def test_the_decoder_reconstructs_the_standardised_descriptors(model, states):
-    assert model(states).shape == (3, PARTICLE_INPUTS)
-    assert model.standardised_inputs(states).shape == (3, PARTICLE_INPUTS)
+    assert model(states).shape == (3, POOLED_FEATURES)
+    assert model.standardised_inputs(states).shape == (3, POOLED_FEATURES)
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -164,8 +164,8 @@ def test_the_schema_refuses_the_particle_encoder_for_a_grid_system(grid):
 
 
 def test_the_particle_encoder_refuses_more_latent_variables_than_descriptors():
-    closure = {"encoder": "particles", "latent_dim": PARTICLE_INPUTS + 1}
-    with pytest.raises(ConfigError, match=rf"systems\.lennard_jones\.closure\.latent_dim': {PARTICLE_INPUTS + 1} exceeds"):
+    closure = {"encoder": "particles", "latent_dim": POOLED_FEATURES + 1}
+    with pytest.raises(ConfigError, match=rf"systems\.lennard_jones\.closure\.latent_dim': {POOLED_FEATURES + 1} exceeds"):
         validate({"systems": {"lennard_jones": {"closure": closure}}})
 
 
@@ -208,20 +208,3 @@ def test_the_descriptor_pair_energy_is_the_systems_potential():
     got = lennard_jones_energy(torch.as_tensor(r, dtype=torch.float64), 2.5).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-14, atol=1e-15)
     assert expected[-2] == 0.0 and expected[-3] != 0.0
-
-
-def test_the_force_descriptors_are_the_mean_power_and_squared_force_of_jax_md(system, states):
-    """descriptors.force_descriptors from the encoder's neighbour pairs equals, from jax-md's
-    all-pairs truncated LJ forces F_i, mean_i v_i . F_i (= d kinetic energy / dt per atom) and
-    mean_i |F_i|^2."""
-    from macroclosure.descriptors import force_descriptors
-
-    box = particle_box(system)
-    pairs, real = PooledDescriptors(box).constants(states)
-    got = force_descriptors(states, pairs, real, box).numpy()
-    for row, state in enumerate(states.numpy()):
-        positions, velocities = state[: 3 * ATOMS].reshape(ATOMS, 3), state[3 * ATOMS :].reshape(ATOMS, 3)
-        with jax_x64(True):
-            forces = np.asarray(lj.all_pair_forces(jnp.asarray(positions), box=box.box_length, r_cutoff=box.r_cutoff))
-        expected = [(velocities * forces).sum(-1).mean(), (forces**2).sum(-1).mean()]
-        np.testing.assert_allclose(got[row], expected, rtol=1e-10)

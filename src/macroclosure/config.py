@@ -263,12 +263,12 @@ def encoder_problems(closure: dict, key: str, where: str = "") -> list[str]:
     latent_dim can be at most the number of pooled descriptors."""
     if closure.get("encoder") != "particles":
         return []
-    from macroclosure.descriptors import PARTICLE_INPUTS
+    from macroclosure.descriptors import POOLED_FEATURES
 
-    if closure["latent_dim"] <= PARTICLE_INPUTS:
+    if closure["latent_dim"] <= POOLED_FEATURES:
         return []
-    return [f"config key '{key}.latent_dim': {closure['latent_dim']} exceeds the {PARTICLE_INPUTS} "
-            f"descriptors (pooled and force) the particles encoder reads{where}, so J would be rank deficient"]
+    return [f"config key '{key}.latent_dim': {closure['latent_dim']} exceeds the {POOLED_FEATURES} pooled "
+            f"descriptors the particles encoder reads{where}, so J would be rank deficient"]
 
 
 def load_config(path: str | Path) -> dict:

@@ -2,16 +2,14 @@
 
 A state x = (unwrapped positions, velocities) [6 atoms] is reduced to the means and the mean
 products (second moments), over atoms, of per-atom descriptors of each atom's local environment: its LJ
-pair energy, its kinetic energy and radial basis functions of its neighbours' distances; and to
-two force descriptors, the means of the power v_i . F_i and of |F_i|^2, which carry the rate at
-which the kinetic energy (the temperature) changes.
+pair energy, its kinetic energy and radial basis functions of its neighbours' distances.
 Pooling makes them invariant to permuting atoms; minimum-image pair distances make them
 invariant to translations, rotations and periodic images; the cost is linear in atoms.
 
-The functions are torch and differentiable in x. The pooled descriptors' Jacobian dD/dx comes in
-closed form (`pooled_pull_back`; the two force rows by reverse mode): every pair feature depends
-on one distance, so the chain rule through the pair sums costs one pass over the pairs instead
-of one reverse pass per descriptor, and the encoder Jacobian J = (d closure net / dD) dD/dx follows by a small matrix product. The neighbour
+The functions are torch and differentiable in x. Their Jacobian dD/dx also comes in closed
+form (`pooled_pull_back`): every pair feature depends on one distance, so the chain rule through
+the pair sums costs one pass over the pairs instead of one reverse pass per descriptor, and the
+encoder Jacobian J = (d closure net / dD) dD/dx follows by a small matrix product. The neighbour
 pairs are integer constants found beforehand (with vesin) and passed in, so torch.func
 transforms (vmap, jacrev, jvp) run through the descriptors unchanged.
 """
@@ -24,7 +22,7 @@ from typing import NamedTuple
 import torch
 import vesin
 from torch import Tensor, nn
-from torch.func import jacrev, jvp
+from torch.func import jvp
 
 RADIAL_BASIS = 8  # Gaussians of the pair distance per atom (the per-pair work is ~ this)
 RADIAL_START = 0.8  # sigma; the first Gaussian's centre, just inside the closest LJ contact
@@ -33,11 +31,6 @@ KINETIC = 1  # the per-atom descriptor not summed over pairs; the others are, in
 # means and mean products (p <= q) over atoms: pooled moments are per-atom work, cheap beside the
 # per-pair basis, and give more inputs than a latent dimension of 32 (published) needs
 POOLED_FEATURES = DESCRIPTORS_PER_ATOM + DESCRIPTORS_PER_ATOM * (DESCRIPTORS_PER_ATOM + 1) // 2
-# the mean power v_i . F_i (exactly d(kinetic energy)/dt per atom) and mean |F_i|^2: the rate of
-# the observable and its driver, which the static descriptors cannot express (after minimisation
-# T starts flat and drops as the kinetic energy flows into the potential one)
-FORCE_FEATURES = 2
-PARTICLE_INPUTS = POOLED_FEATURES + FORCE_FEATURES
 PASS_BYTES = 128 * 2**20  # per-pair intermediates of one batched Jacobian pass
 PAIR_JACOBIAN_COPIES = 4  # [pairs, POOLED_FEATURES, 3] arrays alive at once in pooled_jacobian
 
@@ -128,14 +121,6 @@ def pair_features(r: Tensor, r_cutoff: float) -> Tensor:
     return torch.cat([0.5 * lennard_jones_energy(r, r_cutoff).unsqueeze(-1), radial_basis(r, r_cutoff)], dim=-1)
 
 
-def lennard_jones_force_over_r(r: Tensor, r_cutoff: float) -> Tensor:
-    """-(d/dr) 4 (r^-12 - r^-6) / r = 24 (2 r^-14 - r^-8) inside r_cutoff, 0 beyond: the force on
-    an atom j from i is this times r_j - r_i."""
-    inside = r < r_cutoff
-    inverse_two = torch.where(inside, r, 1.0).pow(-2)
-    return torch.where(inside, 24.0 * (2.0 * inverse_two.pow(7) - inverse_two.pow(4)), 0.0)
-
-
 def to_both_atoms(per_pair: Tensor, pairs: Tensor, atoms: int, sign: float = 1.0) -> Tensor:
     """Sum per-pair values [B, P, ...] onto the atoms [B, A, ...]: each pair's value goes to its
     second atom and sign times it to its first (padding pairs (0, 0) must carry zeros)."""
@@ -170,24 +155,6 @@ def per_atom_descriptors(x: Tensor, pairs: Tensor, real: Tensor, box: ParticleBo
     return atom_descriptors(pair_features(r, box.r_cutoff), pairs, velocities)
 
 
-def force_descriptors(x: Tensor, pairs: Tensor, real: Tensor, box: ParticleBox) -> Tensor:
-    """[B, N] -> [B, FORCE_FEATURES]: the means over atoms of the power v_i . F_i and of |F_i|^2,
-    F_i the truncated LJ force on atom i from the pairs (padding adds 0)."""
-    positions, velocities = split_state(x, box.atoms)
-    separations = minimum_image_separations(positions, pairs, box.box_length)
-    r = pair_distances(separations, real, box.box_length)
-    on_second = lennard_jones_force_over_r(r, box.r_cutoff).unsqueeze(-1) * separations
-    forces = to_both_atoms(on_second, pairs, box.atoms, sign=-1.0)
-    return torch.stack([(velocities * forces).sum(-1).mean(1), forces.square().sum(-1).mean(1)], dim=-1)
-
-
-def force_jacobian(x: Tensor, pairs: Tensor, real: Tensor, box: ParticleBox) -> Tensor:
-    """d force_descriptors / dx [B, FORCE_FEATURES, N] by reverse mode, one pass per feature for
-    the whole batch (the states are independent, so the gradient of the batch sum is per state)."""
-    summed = jacrev(lambda x: force_descriptors(x, pairs, real, box).sum(0))(x)
-    return summed.permute(1, 0, 2)
-
-
 def atom_moments(descriptors: Tensor) -> Tensor:
     """[..., DESCRIPTORS_PER_ATOM] -> [..., POOLED_FEATURES]: the descriptors D and their
     products D_p D_q (p <= q), whose means over atoms are the pooled descriptors."""
@@ -196,17 +163,13 @@ def atom_moments(descriptors: Tensor) -> Tensor:
 
 
 def pooled_descriptors(x: Tensor, pairs: Tensor, real: Tensor, box: ParticleBox) -> Tensor:
-    """[B, N] -> [B, POOLED_FEATURES]: means over atoms of atom_moments."""
-    return atom_moments(per_atom_descriptors(x, pairs, real, box)).mean(1)
-
-
-def encoder_inputs(x: Tensor, pairs: Tensor, real: Tensor, box: ParticleBox) -> Tensor:
-    """[..., N] -> [..., PARTICLE_INPUTS]: the pooled descriptors, then the force descriptors;
-    pairs [..., P, 2] and real [..., P] share x's leading dims."""
+    """[..., N] -> [..., POOLED_FEATURES]: means over atoms of atom_moments; pairs [..., P, 2]
+    and real [..., P] share x's leading dims."""
     lead = x.shape[:-1]
-    flat = x.reshape(-1, x.shape[-1]), pairs.reshape(-1, *pairs.shape[-2:]), real.reshape(-1, real.shape[-1])
-    both = torch.cat([pooled_descriptors(*flat, box), force_descriptors(*flat, box)], dim=-1)
-    return both.reshape(*lead, PARTICLE_INPUTS)
+    descriptors = per_atom_descriptors(
+        x.reshape(-1, x.shape[-1]), pairs.reshape(-1, *pairs.shape[-2:]), real.reshape(-1, real.shape[-1]), box
+    )
+    return atom_moments(descriptors).mean(1).reshape(*lead, POOLED_FEATURES)
 
 
 def moment_slopes(descriptors: Tensor, tangent: Tensor) -> Tensor:
@@ -247,11 +210,10 @@ def pooled_pull_back(rows: Tensor | None, x: Tensor, pairs: Tensor, real: Tensor
 
 
 class PooledDescriptors(nn.Module):
-    """The particle encoder's input map: x -> pooled descriptors and force descriptors, with its
-    neighbour pairs as constants (`constants`) and its Jacobian (`pull_back`): in closed form for
-    the pooled descriptors, by reverse mode for the FORCE_FEATURES few rows."""
+    """The particle encoder's input map: x -> pooled descriptors, with its neighbour pairs as
+    constants (`constants`) and its Jacobian in closed form (`pull_back`)."""
 
-    size = PARTICLE_INPUTS
+    size = POOLED_FEATURES
 
     def __init__(self, box: ParticleBox):
         super().__init__()
@@ -261,7 +223,7 @@ class PooledDescriptors(nn.Module):
         return neighbour_pairs(x.reshape(-1, x.shape[-1]), self.box)
 
     def forward(self, x: Tensor, pairs: Tensor, real: Tensor) -> Tensor:
-        return encoder_inputs(x, pairs, real, self.box)
+        return pooled_descriptors(x, pairs, real, self.box)
 
     def states_per_pass(self) -> int:
         """States whose per-pair intermediates (PAIR_JACOBIAN_COPIES x [pairs, POOLED_FEATURES, 3]
@@ -276,11 +238,4 @@ class PooledDescriptors(nn.Module):
         per_pass = self.states_per_pass()
         parts = zip(*(part.split(per_pass) for part in (x, pairs, real)))
         row_parts = [None] * len(x) if rows is None else rows.split(per_pass)
-        return torch.cat([self._pull_back(part_rows, *part) for part_rows, part in zip(row_parts, parts)])
-
-    def _pull_back(self, rows: Tensor | None, x: Tensor, pairs: Tensor, real: Tensor) -> Tensor:
-        forces = force_jacobian(x, pairs, real, self.box)
-        if rows is None:
-            return torch.cat([pooled_pull_back(None, x, pairs, real, self.box), forces], dim=1)
-        pooled_rows, force_rows = rows.split([POOLED_FEATURES, FORCE_FEATURES], dim=-1)
-        return pooled_pull_back(pooled_rows, x, pairs, real, self.box) + force_rows @ forces
+        return torch.cat([pooled_pull_back(part_rows, *part, self.box) for part_rows, part in zip(row_parts, parts)])
