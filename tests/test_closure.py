@@ -152,7 +152,7 @@ def manifold_data(n_points=256):
 def fit(x, seed):
     model = make_model(latent_dim=3, x_mean=x.mean(0), x_std=x.std(0))
     settings = dict(epochs=30, batch_size=32, lr=1e-2, weight_decay=1e-4, condition_weight=1e-6)
-    history = fit_autoencoder(model, x, seed=seed, progress=False, **settings)
+    history = fit_autoencoder(model, closure_data(model, x, 32), seed=seed, progress=False, **settings)
     return model, history
 
 

@@ -161,6 +161,12 @@ class ClosureData(NamedTuple):
             return tuple.__getitem__(self, rows)
         return ClosureData(*(None if part is None else part[rows] for part in self))
 
+    def __len__(self) -> int:
+        return len(self.observables)
+
+    def to(self, device) -> "ClosureData":
+        return ClosureData(*(None if part is None else part.to(device) for part in self))
+
 
 def closure_data(model: Autoencoder, x: Tensor, batch_size: int, progress: bool = False) -> ClosureData:
     """ClosureData of the states x, batch by batch and without gradients (a progress bar when
@@ -227,7 +233,7 @@ def pseudo_inverse_rows(J: Tensor, rows: Tensor) -> Tensor:
 
 def fit_autoencoder(
     model: Autoencoder,
-    x_train: Tensor,
+    data: ClosureData,
     *,
     epochs: int,
     batch_size: int,
@@ -238,25 +244,25 @@ def fit_autoencoder(
     penalty_rows: slice | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """Train with Adam on shuffled minibatches (shuffling seeded by `seed`).
+    """Train with Adam on shuffled minibatches of the training states' ClosureData (shuffling
+    seeded by `seed`).
 
     Returns one dict per epoch with the sample-weighted mean of each loss term.
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    data = closure_data(model, x_train, batch_size, progress)
     history = []
     bar = tqdm(range(1, epochs + 1), desc="autoencoder", disable=not progress, mininterval=2.0)
     for epoch in bar:
         sums = {"total": 0.0, "reconstruction": 0.0, "condition": 0.0}
-        for batch in torch.randperm(len(x_train), generator=generator).split(batch_size):
+        for batch in torch.randperm(len(data), generator=generator).split(batch_size):
             losses = autoencoder_loss(model, data[batch], condition_weight, penalty_rows)
             optimizer.zero_grad()
             losses["total"].backward()
             optimizer.step()
             for name in sums:
                 sums[name] += losses[name].item() * len(batch)
-        record = {"epoch": epoch, **{name: value / len(x_train) for name, value in sums.items()}}
+        record = {"epoch": epoch, **{name: value / len(data) for name, value in sums.items()}}
         history.append(record)
         bar.set_postfix({name: f"{record[name]:.3e}" for name in sums}, refresh=False)
     return history
@@ -297,18 +303,10 @@ def build_autoencoder(hparams: dict) -> Autoencoder:
     )
 
 
-def input_statistics(model: Autoencoder, x: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
-    """Mean and std (floored at 1e-6) of the model's inputs over the states x: two passes over
-    batches in float64, so no copy of x (the MLP's inputs) is ever held."""
-
-    def batches():
-        with torch.no_grad():
-            for batch in x.split(batch_size):
-                yield model.inputs(batch, *model.constants(batch)).double()
-
-    mean = sum(batch.sum(0) for batch in batches()) / len(x)
-    variance = sum((batch - mean).square().sum(0) for batch in batches()) / (len(x) - 1)
-    return mean, variance.sqrt().clamp_min(1e-6)
+def input_statistics(inputs: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and std (floored at 1e-6) of the inputs [S, F] over the states, in float64."""
+    inputs = inputs.double()
+    return inputs.mean(0), inputs.std(0).clamp_min(1e-6)
 
 
 def load_closure(directory: str | Path) -> tuple[Autoencoder, dict, Normalisation]:
@@ -343,16 +341,17 @@ def run_closure(trajectories: str, out: str, settings: dict, device: str = "auto
     torch_used = torch_device(device)
     hparams["provenance"] = provenance(settings, settings["seed"], str(torch_used))
     torch.manual_seed(settings["seed"])
-    model = build_autoencoder(hparams)
+    model = build_autoencoder(hparams).to(torch_used)
+    log.info("the %s encoder's inputs and Jacobians of %d states, N = %d", hparams["encoder"], len(x), x.shape[1])
+    start = time.perf_counter()
+    data = closure_data(model, x.to(torch_used), settings["batch_size"], progress)
     if settings["standardise"]:
-        log.info("standardising the %s encoder's inputs over %d states", hparams["encoder"], len(x))
-        mean, std = input_statistics(model, x, settings["batch_size"])
+        mean, std = input_statistics(data.inputs)
         model.x_mean.copy_(mean)
         model.x_std.copy_(std)
-    log.info("fitting the %s closure autoencoder: %d states, N = %d, d = %d", hparams["encoder"], len(x), x.shape[1], settings["latent_dim"])
-    start = time.perf_counter()
+    log.info("fitting the %s closure autoencoder: d = %d", hparams["encoder"], settings["latent_dim"])
     history = fit_autoencoder(
-        model.to(torch_used), x.to(torch_used),
+        model, data,
         epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
         weight_decay=settings["weight_decay"], condition_weight=settings["condition_weight"],
         seed=settings["seed"], progress=progress,
