@@ -38,6 +38,18 @@ def run_simulate(args):
     simulate(args.system, args.settings, args.split, args.out, args.device, args.progress)
 
 
+def run_import(args):
+    from macroclosure.importing import import_trajectories
+
+    import_trajectories(args.files, args.out, args.split, args.settings, args.frames_per_trajectory, args.format)
+
+
+def run_adopt(args):
+    from macroclosure.importing import adopt
+
+    adopt(args.source, args.out, args.split, args.settings)
+
+
 def run_sample(args):
     from macroclosure.sampling import sample
 
@@ -138,6 +150,13 @@ def loss_names() -> list[str]:
     return list(LOSSES)
 
 
+def positive_int(text: str) -> int:
+    """A whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return int(text)
+
+
 def fraction(text: str) -> float:
     """A fraction p with 0 < p <= 1."""
     try:
@@ -169,6 +188,13 @@ def add_trajectories(sub, split: str = "training") -> None:
     sub.add_argument("--trajectories", required=True, metavar="STORE", help=f"{split} trajectory store (written by simulate)")
 
 
+def add_simulate_settings(sub) -> None:
+    """The --settings of the stages that stand in for simulate: the system's simulate section."""
+    sub.add_argument("--settings", type=settings_json, required=True,
+                     help="the simulate section the trajectories must match (systems.lennard_jones.simulate of the "
+                          "config), JSON text or @file; missing keys take the schema defaults")
+
+
 def add_seed(sub, what: str) -> None:
     sub.add_argument("--seed", type=int, required=True, help=what)
 
@@ -186,6 +212,29 @@ def parser() -> argparse.ArgumentParser:
                     "trajectory store to write (e.g. results/<system>/trajectories/<split>.zarr)")
     sub.add_argument("--system", required=True, type=system_name, metavar="SYSTEM",
                      help="microscopic system: a built-in one or the importable module of your own (a wrong name lists the known ones)")
+    sub.add_argument("--split", choices=["train", "test"], required=True, help="which trajectories: %(choices)s")
+
+    sub = add_stage(stages, "import", run_import, "turn your own Lennard-Jones trajectories into a trajectory store",
+                    "Reads LAMMPS text dumps (dump custom: id, xu yu zu or x y z ix iy iz, vx vy vz) or extended-XYZ files "
+                    "(ASE), one trajectory per file, atoms sorted by id, and writes the store the simulate stage writes. "
+                    "The atoms, the cubic periodic box and the frame spacing the files hold must match the settings "
+                    "(box side from atoms / density, save_every steps of dt); what a file lacks is taken from them.",
+                    "trajectory store to write (name it under simulate.source in the config)", settings=False, device=False)
+    add_simulate_settings(sub)
+    sub.add_argument("files", nargs="+", metavar="FILE", help="trajectory files, in the order of the trajectories")
+    sub.add_argument("--split", choices=["train", "test"], required=True, help="which trajectories: %(choices)s")
+    sub.add_argument("--format", choices=["lammps", "extxyz"], default=None,
+                     help="file format: %(choices)s (default: extxyz for .xyz / .extxyz, else a LAMMPS dump)")
+    sub.add_argument("--frames-per-trajectory", type=positive_int, default=None, metavar="N",
+                     help="split each file into trajectories of N consecutive frames (default: a file is one trajectory)")
+
+    sub = add_stage(stages, "adopt", run_adopt, "check an imported trajectory store and copy it into a run",
+                    "What the workflow runs instead of simulate for a system with simulate.source: the store must pass the "
+                    "store checks and match the run's simulate settings (atoms, density, r_cutoff, dt, save_every, steps, "
+                    "dtype, trajectories of the split).", "trajectory store to write (results/<system>/trajectories/<split>.zarr)",
+                    settings=False, device=False)
+    add_simulate_settings(sub)
+    sub.add_argument("--source", required=True, metavar="STORE", help="the imported trajectory store (written by import)")
     sub.add_argument("--split", choices=["train", "test"], required=True, help="which trajectories: %(choices)s")
 
     sub = add_stage(stages, "sample", run_sample, "compute partial forces on random subsets",

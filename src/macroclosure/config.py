@@ -20,8 +20,8 @@ import yaml
 
 from macroclosure import systems
 from macroclosure.models import MODELS, model_names
-from macroclosure.planning import (all_training_sets, budget_runs, fraction_count, merged, partial_fractions,
-                                   saved_states, section_at, simulate_settings, sizes)
+from macroclosure.planning import (all_training_sets, budget_runs, fraction_count, imported_store, merged,
+                                   partial_fractions, saved_states, section_at, simulate_settings, sizes)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 MIN_BUDGET_CONFIGURATIONS = 2  # training holds out at least one configuration for validation
@@ -201,6 +201,7 @@ def check_semantics(config: dict) -> None:
                 f"'{prefix}.sample.fractions'"
             )
         problems += budget_problems(system, prefix)
+        problems += source_problems(system["simulate"], f"{prefix}.simulate.source")
     problems += efficiency_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
@@ -214,12 +215,23 @@ def budget_problems(spec: dict, prefix: str) -> list[str]:
             for p, count in budget_runs(spec) if count < MIN_BUDGET_CONFIGURATIONS]
 
 
+def source_problems(simulate: dict, key: str) -> list[str]:
+    """Imported stores (`simulate.source`) that are not there, each naming its key: caught before
+    any job (what they hold is checked by the job that copies them in)."""
+    return [f"config key '{key}.{split}': {simulate['source'][split]} is not a trajectory store (no {path} "
+            "there); write one with `macroclosure import`"
+            for split in ("train", "test") if (path := imported_store(simulate, split)) and not Path(path).is_file()]
+
+
 def efficiency_problems(config: dict) -> list[str]:
     """Settings of the `efficiency:` section that validate but cannot run, each naming its key."""
     found = []
     for system, grid in config["efficiency"]["systems"].items():
         prefix = f"efficiency.systems.{system}"
         size_key = "sizes" if "sizes" in grid else f"simulate.{systems.size_key(system)}"
+        if "source" in grid["simulate"]:
+            found.append(f"config key '{prefix}.simulate.source': the efficiency grid simulates each of its sizes; "
+                         f"imported stores go under systems.{system}.simulate.source")
         if "L_xp" in grid["losses"] and not (grid["fractions"] or grid["sampled_units"]):
             found.append(f"config key '{prefix}.losses': L_xp needs 'fractions' or 'sampled_units'")
         available = saved_states(grid["simulate"])

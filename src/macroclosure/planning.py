@@ -54,6 +54,16 @@ def saved_states(simulate: dict) -> int:
     return simulate["trajectories"]["train"] * saved_frames(simulate)
 
 
+def imported_store(simulate: dict, split: str) -> str | None:
+    """The root zarr.json of the imported store `simulate.source` names for `split` (what the
+    workflow copies in instead of simulating), or None where the system is simulated."""
+    source = simulate.get("source")
+    if not source:
+        return None
+    path = source[split].rstrip("/")
+    return path if path.endswith("zarr.json") else f"{path}/zarr.json"
+
+
 def format_fraction(p: float) -> str:
     """The fraction as it appears in paths: 0.2 -> '0.2', 1.0 -> '1', 1/16 -> '0.0625'."""
     return f"{p:g}"

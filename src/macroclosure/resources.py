@@ -27,12 +27,13 @@ from macroclosure.systems import dimensions
 MB = 2**20
 COPIES = 3  # input, working and output copies of the largest arrays a stage holds
 BASE_MB = {"simulate": 1000, "sample": 1000, "closure": 1500, "train": 1500, "evaluate": 1000,
-           "baselines": 1000}
+           "baselines": 1000, "adopt": 500}
 BASE_MINUTES = 10  # start-up, imports, compilation, store I/O
 JACOBIAN_BYTES = 256 * MB  # batch of encoder Jacobians in training (train.JACOBIAN_BYTES)
 # Throughputs a few times below what this 2-core CPU measured (benchmarks/results/, DESIGN.md)
 SIMULATE_RATE = 1e6  # state values advanced by one step per second (RK4 PDEs 2.5e7, jax-md LJ ~3e6)
 SAMPLE_RATE = 1e6  # state values read per second to compute partial forces
+COPY_RATE = 5e7  # bytes per second an imported store is copied at (file by file)
 LAYER_RATE = 1e8  # multiply-adds per second through an autoencoder's first layer
 TRAIN_RATE = 5e3  # latent-model samples per second and member (forward and backward)
 ROLLOUT_RATE = 1e3  # latent RK4 steps per second (batched over trajectories)
@@ -131,6 +132,12 @@ def baselines_load(size: Sizes, spec: dict) -> tuple[float, float]:
     return size.frames * size.dof * size.itemsize, count * size.frames * size.dof / SAMPLE_RATE
 
 
+def adopt_load(size: Sizes, spec: dict, split: str) -> tuple[float, float]:
+    """Bytes and seconds: a store copied file by file (one chunk in memory) at COPY_RATE."""
+    count = spec["simulate"]["trajectories"][split]
+    return 0.0, count * size.frames * size.dof * size.itemsize / COPY_RATE
+
+
 def estimate(stage: str, system: str, spec: dict, attempt: int = 1, split: str = "train", p: float = 1.0) -> Need:
     """Memory (MB) and runtime (minutes) for one job of `stage` on `system`.
 
@@ -145,6 +152,7 @@ def estimate(stage: str, system: str, spec: dict, attempt: int = 1, split: str =
         "train": lambda: train_load(size, spec, float(p)),
         "evaluate": lambda: evaluate_load(size, spec),
         "baselines": lambda: baselines_load(size, spec),
+        "adopt": lambda: adopt_load(size, spec, split),
     }
     if stage not in loads:
         raise ValueError(f"no resource estimate for stage '{stage}'; known: {', '.join(loads)}")

@@ -3,12 +3,18 @@
 # runs share these helpers and the efficiency rules inherit params and resources unchanged.
 import json
 
-from macroclosure.planning import forces_fraction, job_settings, plan, run_names, sizes, stage_spec, with_configurations
+from macroclosure.planning import (forces_fraction, imported_store, job_settings, plan, run_names, sizes, stage_spec,
+                                   with_configurations)
 from macroclosure.resources import estimate
 from macroclosure.runtime import digest
 from macroclosure.systems import module_of
 
 EFFICIENCY_GRIDS = config["efficiency"]["systems"]
+# A system whose config names imported stores (`simulate.source`) is not simulated: its stores are
+# copied in by `adopt`; each rule's output constrains `system` to its own systems.
+IMPORTED = [system for system in SYSTEMS if imported_store(config["systems"][system]["simulate"], "train")]
+SIMULATED_SYSTEMS = "|".join(system for system in SYSTEMS if system not in IMPORTED) or "none"
+IMPORTED_SYSTEMS = "|".join(IMPORTED) or "none"
 
 
 def job_spec(wildcards) -> dict:
@@ -19,6 +25,11 @@ def job_spec(wildcards) -> dict:
         return with_configurations(config["systems"][wildcards.system], configurations)
     return stage_spec(wildcards.system, EFFICIENCY_GRIDS[wildcards.system], int(wildcards.size),
                       int(configurations) if configurations else None)
+
+
+def source_store(wildcards) -> str:
+    """The imported store (its zarr.json) a system's `simulate.source` names for the job's split."""
+    return imported_store(config["systems"][wildcards.system]["simulate"], wildcards.split)
 
 
 def section(wildcards, stage) -> str:

@@ -27,6 +27,10 @@ SETTINGS = simulate_schema(
                          "description": "every trajectory starts from the same minimised placement and the same velocity "
                                         "pattern, scaled to its initial temperature (the published data design); default: "
                                         "independent starts"},
+        "source": {"type": "object", "additionalProperties": False, "required": ["train", "test"],
+                   "properties": {split: {"type": "string", "minLength": 1} for split in ("train", "test")},
+                   "description": "imported trajectory stores to use instead of simulating ({train: path, test: path}, "
+                                  "written by `macroclosure import`); the other keys must describe them"},
     },
     steps=250, save_every=5, trajectories={"train": 90, "test": 10}, batch_size=8, dtype="float32",
     notes={"steps": "velocity-Verlet steps per trajectory", "batch_size": "trajectories written to the store at once"},
