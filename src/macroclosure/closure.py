@@ -164,9 +164,6 @@ class ClosureData(NamedTuple):
     def __len__(self) -> int:
         return len(self.observables)
 
-    def to(self, device) -> "ClosureData":
-        return ClosureData(*(None if part is None else part.to(device) for part in self))
-
 
 def closure_data(model: Autoencoder, x: Tensor, batch_size: int, progress: bool = False) -> ClosureData:
     """ClosureData of the states x, batch by batch and without gradients (a progress bar when
