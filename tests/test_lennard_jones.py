@@ -29,7 +29,8 @@ R_CUTOFF = 2.5
 
 
 def lj_settings(**changes) -> dict:
-    return complete_section("lennard_jones", "simulate", {"atoms": 256, "minimise_steps": 200} | changes)
+    """Settings of the jax-md engine, whose MD these tests check (test_lammps_engine compares LAMMPS with it)."""
+    return complete_section("lennard_jones", "simulate", {"atoms": 256, "minimise_steps": 200, "engine": "jax-md"} | changes)
 
 
 def random_positions(atoms: int, seed: int) -> np.ndarray:

@@ -149,3 +149,35 @@ def test_a_state_crammed_to_a_tenth_of_sigma_stays_nan_and_the_sampler_refuses_i
     assert used is system and np.isnan(np.asarray(values)[:, 3::6]).all()
     with pytest.raises(ValueError, match=r"non-finite forces in 1 of 1 configurations \(first at trajectory 3, time index 7\)"):
         sampling.refuse_non_finite(np.asarray(values), np.array([3]), np.array([7]), "train.zarr")
+
+
+def test_a_pair_at_a_tenth_of_sigma_makes_nan_on_its_two_atoms_only_and_the_sampler_refuses_it(float64):
+    """A liquid with atom 1 moved to 0.1 sigma from atom 0: its force is finite (4.8e14) but no
+    state of the fluid, so the two atoms' forces are NaN and every other atom's stays exact."""
+    settings, positions = CONFIGURATIONS["liquid at density 0.8"]()
+    near = positions.copy()
+    near[1] = near[0] + np.array([0.1, 0.0, 0.0])
+    units = np.concatenate([[0, 1], np.arange(2, 800, 7)])
+    forces, _, _ = sampled_forces(settings, near, units)
+    refused = np.isnan(forces).any(axis=1)
+    assert refused[:2].all() and not refused[2:].any()
+    reference = all_pair(settings, near)[units[2:]]
+    np.testing.assert_allclose(forces[2:], reference, rtol=0, atol=1e-10 * np.abs(reference).max())
+    with pytest.raises(ValueError, match=r"first at trajectory 0, time index 4\).*nearer than 0.5 sigma"):
+        sampling.refuse_non_finite(forces.reshape(1, -1), np.array([0]), np.array([4]), "train.zarr")
+
+
+def test_the_batches_after_the_slots_grow_are_sized_for_the_grown_system(float64, monkeypatch):
+    """The simple-cubic configurations need more slots than a liquid: the first batch grows
+    them, and the next batches are sized by the grown system's memory, not the first's."""
+    settings, positions = simple_cubic()
+    system = build_system("lennard_jones", settings)
+    states = np.stack([state_of(positions)] * 6)
+    units = np.stack([np.random.default_rng(seed).permutation(256)[:64] for seed in range(6)])
+    sized_for = []
+    monkeypatch.setattr(sampling, "configurations_per_batch", lambda rhs, state, chosen, limit: sized_for.append(rhs) or 2)
+    forces, _ = sampling.batched_partial_forces(system, lambda part: states[part], units, 1024, None)
+    assert len(sized_for) == 2 and sized_for[0] is system.partial_rhs and sized_for[1] is not system.partial_rhs
+    reference = all_pair(settings, positions)
+    for chosen, row in zip(units, forces):
+        np.testing.assert_allclose(row.reshape(-1, 6)[:, 3:], reference[chosen], rtol=0, atol=1e-10 * np.abs(reference).max())

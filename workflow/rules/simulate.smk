@@ -1,5 +1,5 @@
 rule simulate:
-    """Microscopic trajectories of one system and split (JAX, batched and jit-compiled)."""
+    """Microscopic trajectories of one system and split (JAX, batched and jit-compiled; LJ with LAMMPS or jax-md)."""
     output:
         f"{RESULTS}/{{system,{SIMULATED_SYSTEMS}}}/trajectories/{{split}}.zarr/zarr.json",
     params:
@@ -18,7 +18,7 @@ rule simulate:
         runtime=lambda wildcards, attempt: need("simulate", wildcards, attempt).runtime,
         gpu=GPUS,
     shell:
-        "macroclosure simulate --system {params.system} --split {wildcards.split}"
+        "OMP_NUM_THREADS={threads} macroclosure simulate --system {params.system} --split {wildcards.split}"
         " --settings {params.settings:q} --device {params.device} --out {output} > {log} 2>&1"
 
 

@@ -2,8 +2,9 @@
 
 Reduced units (sigma = epsilon = m = 1), truncated and unshifted pair potential, state x =
 (unwrapped positions, velocities), N = 6 atoms; the sampling unit is the atom. What planning
-and validation read lives here; the molecular dynamics (jax-md) lives in
-`macroclosure.lennard_jones_md` (ENGINE), imported only when the system is built.
+and validation read lives here; the physics (jax-md) lives in `macroclosure.lennard_jones_md`
+(ENGINE), imported only when the system is built, which integrates with jax-md or LAMMPS
+(`macroclosure.lammps_md`) as `simulate.engine` says.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ SETTINGS = simulate_schema(
         "minimise_steps": {"$ref": "#/$defs/positive_int", "default": 500,
                            "description": "FIRE steps of each minimisation (soft spheres, then LJ) after random placement"},
         "dt": {"$ref": "#/$defs/positive_number", "default": 0.001, "description": "velocity-Verlet time step"},
+        "engine": {"enum": ["lammps", "jax-md"], "default": "lammps",
+                   "description": "molecular-dynamics engine: LAMMPS (lj/cut, float64, on the job's threads; the faster "
+                                  "on CPUs) or jax-md (neighbour lists, jit-compiled; for GPUs). Same starts, same store"},
         "shared_start": {"type": "boolean", "default": False,
                          "description": "every trajectory starts from the same minimised placement and the same velocity "
                                         "pattern, scaled to its initial temperature (the published data design); default: "
