@@ -9,10 +9,12 @@ the sample stage does):
   chosen ones), its candidate slots grown to the trajectory as the sample stage grows them;
 - the full jax-md force from a stored configuration: neighbour-list rebuild + forces, and
   the forces alone from an already built list (what MD pays per step);
-- the simulate stage in atom-steps per second with each engine (`simulate.engine`: LAMMPS,
-  jax-md), end to end into a store, with and without drawing and minimising its starts (the
-  same for both engines), beside bare LAMMPS (one `run`, same box, styles, threads and start),
-  at each `--threads` (OMP_NUM_THREADS).
+- the simulate stage in atom-steps per second with each engine (`simulate.engine`: LAMMPS at
+  each `--threads`, jax-md), end to end into a store (32 trajectories of 250 steps at 800
+  atoms, as many atom-steps at larger sizes): the whole stage, the stage without drawing and
+  minimising its starts (the same for both engines), the engine alone; beside bare LAMMPS
+  (as many fresh 250-step runs from the stage's first start, same box, styles and threads, no
+  frames saved) and, for reference, one long LAMMPS run of as many steps.
 Each cost is also given relative to the two full paths (`relative_to_full`,
 `relative_to_built_list`). Writes benchmarks/results/lennard_jones_forces.{csv,md,png}.
 """
@@ -29,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+import zarr  # noqa: F401 - imported before timing: a stage pays it once, with either engine
 
 from macroclosure.config import complete_section
 from macroclosure.runtime import use_float64
@@ -40,7 +43,13 @@ from macroclosure.simulate import simulate
 RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (1 / 16, 1 / 4, 1.0)
 BATCH = 8
-STAGE_TRAJECTORIES = 4  # trajectories of 250 steps per timed simulate stage
+DEFAULT_TRAJECTORIES = 32  # the default config's training split: the timed stage's trajectories up to 800 atoms
+
+
+def stage_trajectories(atoms: int) -> int:
+    """Trajectories of 250 steps in a timed simulate stage: the default config's 32 up to 800 atoms;
+    above, 32 x 800 / atoms (at least 4), so every size integrates about as many atom-steps."""
+    return max(4, DEFAULT_TRAJECTORIES * 800 // max(atoms, 800))
 
 
 def median_seconds(call, repeats: int) -> float:
@@ -91,59 +100,65 @@ def force_costs(settings: dict, states: np.ndarray, repeats: int) -> list[dict]:
 
 
 def stage_rates(atoms: int, engine: str, threads: int) -> dict:
-    """The simulate stage of STAGE_TRAJECTORIES trajectories (default-config steps and save
-    interval), end to end into a store: atom-steps / s of the whole stage, and of the stage
-    without its engine-independent part (drawing and minimising the starts, timed apart on
-    the same random stream)."""
+    """The simulate stage of `stage_trajectories` trajectories (default-config steps and save
+    interval), end to end into a store, in atom-steps / s: the whole stage; integrating and
+    writing (without drawing and minimising the starts, which both engines share); the engine
+    alone. The stage times its parts itself."""
     settings = complete_section("lennard_jones", "simulate", {
         "atoms": atoms, "engine": engine, "minimise_steps": 100, "steps": 250, "save_every": 10,
-        "trajectories": {"train": STAGE_TRAJECTORIES, "test": 1}})
+        "trajectories": {"train": stage_trajectories(atoms), "test": 1}})
     os.environ["OMP_NUM_THREADS"] = str(threads)
     with tempfile.TemporaryDirectory() as scratch:
-        start = time.perf_counter()
-        simulate("lennard_jones", settings, "train", f"{scratch}/train.zarr", device="cpu", progress=False)
-        stage = time.perf_counter() - start
-    use_float64(False)
-    start = time.perf_counter()
-    build_system("lennard_jones", settings).initial_conditions(np.random.default_rng([settings["seed"], 0]), STAGE_TRAJECTORIES)
-    starts = time.perf_counter() - start
-    atom_steps = atoms * settings["steps"] * STAGE_TRAJECTORIES
-    return {"stage_atom_steps_per_s": atom_steps / stage, "stage_without_starts_atom_steps_per_s": atom_steps / (stage - starts),
-            "starts_seconds": starts, "settings": settings}
+        seconds = simulate("lennard_jones", settings, "train", f"{scratch}/train.zarr", device="cpu", progress=False)
+    atom_steps = atoms * settings["steps"] * stage_trajectories(atoms)
+    return {"trajectories": stage_trajectories(atoms), "stage_atom_steps_per_s": atom_steps / sum(seconds),
+            "integrate_and_write_atom_steps_per_s": atom_steps / (seconds.integration + seconds.writing),
+            "engine_atom_steps_per_s": atom_steps / seconds.integration, "starts_seconds": seconds.initial,
+            "writing_seconds": seconds.writing, "settings": settings}
 
 
-def bare_lammps(settings: dict, state: np.ndarray, threads: int) -> tuple[float, float]:
-    """LAMMPS alone, one `run` from the state, in the engine's box and styles: (atom-steps / s,
-    max |F_lammps - F_ours| / max |F| on the state)."""
-    atoms, box = settings["atoms"], lj.box_length(settings)
+def bare_lammps(settings: dict, state: np.ndarray, threads: int) -> dict:
+    """LAMMPS alone in the engine's box, styles and threads, no frames saved: as many fresh
+    runs of `steps` from the state as the timed stage integrates (each places the atoms and
+    pays LAMMPS' setup, as any run of that many trajectories must), and, for reference, one
+    continuing run of as many steps; with max |F_lammps - F_ours| / max |F| on the state."""
+    atoms, box, steps, count = settings["atoms"], lj.box_length(settings), settings["steps"], stage_trajectories(settings["atoms"])
     with lammps_md.lammps_box(settings, threads) as lmp:
-        lammps_md.place_atoms(lmp, state.astype(np.float64), atoms, box, lammps_md.ImageBits(lmp))
+        lammps_md.place_atoms(lmp, state.astype(np.float64), atoms, box)
         lmp.command("run 0")
-        forces = lammps_md.local_view(lmp.extract_atom("f")[0], 3 * atoms).reshape(atoms, 3).copy()
+        forces = np.ctypeslib.as_array(lmp.gather_atoms("f", 1, 3)).reshape(atoms, 3)  # in atom-id order
         start = time.perf_counter()
-        lmp.command(f"run {settings['steps'] * STAGE_TRAJECTORIES}")
-        rate = atoms * settings["steps"] * STAGE_TRAJECTORIES / (time.perf_counter() - start)
+        for _ in range(count):
+            lmp.command("delete_atoms group all")
+            lmp.command("reset_timestep 0")
+            lammps_md.place_atoms(lmp, state.astype(np.float64), atoms, box)
+            lmp.command(f"run {steps} post no")
+        fresh = atoms * steps * count / (time.perf_counter() - start)
+        start = time.perf_counter()
+        lmp.command(f"run {steps * count} post no")
+        continuing = atoms * steps * count / (time.perf_counter() - start)
     use_float64(True)
     ours = np.asarray(lj.all_pair_forces(jnp.asarray(state.astype(np.float64)[: 3 * atoms].reshape(atoms, 3)), box=box,
                                          r_cutoff=settings["r_cutoff"]))
     use_float64(False)
-    return rate, float(np.abs(forces - ours).max() / np.abs(ours).max())
+    return {"bare_lammps_atom_steps_per_s": fresh, "one_long_run_atom_steps_per_s": continuing,
+            "lammps_force_agreement": float(np.abs(forces - ours).max() / np.abs(ours).max())}
 
 
 def md_throughput(atoms: int, thread_counts: list[int]) -> list[dict]:
     """Stage rates of the LAMMPS engine at each thread count and of the jax-md engine (XLA
     takes every core), each beside bare LAMMPS from the stage's first start on as many threads."""
-    rows = []
+    rows, state = [], None
     for engine, counts in (("lammps", thread_counts), ("jax-md", thread_counts[-1:])):
         for threads in counts:
             rates = stage_rates(atoms, engine, threads)
             settings = rates.pop("settings")
-            state, _ = build_system("lennard_jones", settings).initial_conditions(np.random.default_rng([settings["seed"], 0]), 1)
-            bare, agreement = bare_lammps(settings, state[0], threads)
-            rows.append({"atoms": atoms, "engine": engine, "threads": threads if engine == "lammps" else "XLA", **rates,
-                         "bare_lammps_atom_steps_per_s": bare,
-                         "stage_without_starts_over_bare": rates["stage_without_starts_atom_steps_per_s"] / bare,
-                         "lammps_force_agreement": agreement})
+            if state is None:  # the stage's first start
+                state = build_system("lennard_jones", settings).initial_conditions(np.random.default_rng([settings["seed"], 0]), 1)[0][0]
+            bare = bare_lammps(settings, state, threads)
+            rows.append({"atoms": atoms, "engine": engine, "threads": threads if engine == "lammps" else "XLA", **rates, **bare,
+                         "integrate_and_write_over_bare": rates["integrate_and_write_atom_steps_per_s"] / bare["bare_lammps_atom_steps_per_s"],
+                         "engine_over_bare": rates["engine_atom_steps_per_s"] / bare["bare_lammps_atom_steps_per_s"]})
     return rows
 
 

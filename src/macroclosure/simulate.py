@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -94,7 +96,7 @@ def integrate_batch(system: System, x0: np.ndarray, settings: dict, first_trajec
     return states
 
 
-def block_of(system: System, states: np.ndarray, initial: dict, time: np.ndarray, first: int) -> xr.Dataset:
+def block_of(system: System, states: np.ndarray, initial: dict, times: np.ndarray, first: int) -> xr.Dataset:
     """One batch of trajectories as a dataset that says what it holds: the trajectories'
     numbers, the time and the states in the system's units, and what each row of the state
     vector is (the system's `dof_labels`, as coordinates along `dof`)."""
@@ -104,12 +106,21 @@ def block_of(system: System, states: np.ndarray, initial: dict, time: np.ndarray
     variables |= {name: (("trajectory",), values[first : first + count], described(f"initial-condition parameter {name}"))
                   for name, values in initial.items()}
     coords = {"trajectory": ("trajectory", np.arange(first, first + count, dtype=INDEX_DTYPE), described("trajectory number")),
-              "time": ("time", time, described("time", units.get("time")))}
+              "time": ("time", times, described("time", units.get("time")))}
     return xr.Dataset(variables, coords=coords | labels)
 
 
-def simulate(system_name: str, settings: dict, split: str, out: str, device: str = "auto", progress: bool = True) -> None:
-    """Simulate the `split` trajectories of a system and stream them to the store `out`."""
+class StageSeconds(NamedTuple):
+    """Where a simulate stage spent its time."""
+
+    initial: float  # drawing (for MD: placing and minimising) the initial states
+    integration: float  # integrating the trajectories (the engine)
+    writing: float  # writing them to the store
+
+
+def simulate(system_name: str, settings: dict, split: str, out: str, device: str = "auto", progress: bool = True) -> StageSeconds:
+    """Simulate the `split` trajectories of a system and stream them to the store `out`;
+    returns (and logs) the seconds spent on the initial states and on the integration."""
     settings = complete_section(system_name, "simulate", settings)
     use_float64(settings["dtype"] == "float64")
     jax_device_used = jax_device(device)
@@ -117,10 +128,12 @@ def simulate(system_name: str, settings: dict, split: str, out: str, device: str
     count = settings["trajectories"][split]
     log.info("simulating %d %s trajectories of %s, %d steps each; drawing initial states", count, split, system_name, settings["steps"])
     rng = np.random.default_rng([settings["seed"], SPLIT_STREAMS[split]])
+    started = time.perf_counter()
     x0, initial = system.initial_conditions(rng, count)
+    initial_seconds = time.perf_counter() - started
     x0 = x0.astype(settings["dtype"])
     n_frames = saved_frames(settings) - 1  # after the initial state
-    time = np.arange(n_frames + 1) * settings["save_every"] * system.time_step
+    times = np.arange(n_frames + 1) * settings["save_every"] * system.time_step
     attrs = {
         "system": system_name,
         "split": split,
@@ -131,7 +144,8 @@ def simulate(system_name: str, settings: dict, split: str, out: str, device: str
         "dof_layout": json.dumps(system.layout),
         "provenance": json.dumps(provenance(settings, settings["seed"], str(jax_device_used)), sort_keys=True),
     }
-    log.info("integrating (the first chunk includes compilation)")
+    log.info("initial states drawn in %.1f s; integrating (the first chunk includes compilation)", initial_seconds)
+    integration = writing = 0.0
     batch = settings["batch_size"]
     with streamed_store(out, "trajectories", attrs, append_dim="trajectory") as append, tqdm(
         total=count * n_frames * settings["save_every"], unit="traj-step", unit_scale=True,
@@ -139,6 +153,12 @@ def simulate(system_name: str, settings: dict, split: str, out: str, device: str
     ) as bar:
         with jax.default_device(jax_device_used):
             for first in range(0, count, batch):
+                started = time.perf_counter()
                 states = integrate_batch(system, x0[first : first + batch], settings, first, split, bar)
-                append(block_of(system, states, initial, time, first))
-    log.info("wrote %s", out)
+                integration += time.perf_counter() - started
+                started = time.perf_counter()
+                append(block_of(system, states, initial, times, first))
+                writing += time.perf_counter() - started
+    log.info("wrote %s: %d trajectories of %d steps integrated in %.1f s (%.3g trajectory-steps/s), written in %.1f s", out, count,
+             settings["steps"], integration, count * settings["steps"] / integration, writing)
+    return StageSeconds(initial_seconds, integration, writing)
