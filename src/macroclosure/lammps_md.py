@@ -145,14 +145,16 @@ def dump_frame(raw: bytes, offset: int, path: Path) -> tuple[int, np.ndarray]:
 
 def dumped_states(path: Path, atoms: int) -> np.ndarray:
     """The frames of the binary dump at `path` as states [frames, 6 atoms] (unwrapped
-    positions, velocities; sorted by atom id), up to the first that is cut short or lacks an
-    atom (LAMMPS stopped there)."""
+    positions, velocities, put in atom-id order here: `dump_modify sort` would sort every
+    frame inside the run, serially), up to the first that is cut short or lacks an atom
+    (LAMMPS stopped there)."""
     raw, offset, states = path.read_bytes(), 0, []
     while offset < len(raw):
         try:
             offset, table = dump_frame(raw, offset, path)
         except ValueError:  # a frame cut short
             break
+        table = table[np.argsort(table[:, 0])]
         if not np.array_equal(table[:, 0], np.arange(1, atoms + 1)):
             break
         states.append(np.concatenate([table[:, 1:4].ravel(), table[:, 4:7].ravel()]))
@@ -170,7 +172,6 @@ def trajectory(lmp, x: np.ndarray, settings: dict, n_frames: int, save_every: in
     lmp.command("reset_timestep 0")
     place_atoms(lmp, np.asarray(x, dtype=np.float64), atoms, box)
     lmp.command(f"dump frames all custom {save_every} {dump} {' '.join(FIELDS)}")
-    lmp.command("dump_modify frames sort id")
     stopped = None
     try:
         lmp.command(f"run {n_frames * save_every} post no")
