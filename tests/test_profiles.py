@@ -148,3 +148,12 @@ def test_stage_asked_for_cuda_without_a_gpu_fails_before_writing(tmp_path, caplo
     assert code == 1
     assert "device 'cuda' was requested" in caplog.text
     assert not out.exists()
+
+
+@pytest.mark.parametrize("engine, gpu", [("lammps", "0"), ("jax-md", "1")])
+def test_lammps_simulations_ask_for_no_gpu(tmp_path, engine, gpu):
+    config = copy.deepcopy(TINY)
+    config["systems"] = {"lennard_jones": {"seeds": [0], "simulate": {"atoms": 256, "engine": engine, "trajectories": {"train": 2, "test": 1}},
+                                           "sample": {"configurations": 20}, "closure": {"configurations": 20}}}
+    simulations = [resources for rule, resources in dry_run(tmp_path, "slurm", "auto", config) if rule == "simulate"]
+    assert len(simulations) == 2 and all(resources["gpu"] == gpu for resources in simulations)

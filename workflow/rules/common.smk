@@ -37,6 +37,11 @@ def section(wildcards, stage) -> str:
     return json.dumps(job_settings(job_spec(wildcards), stage, wildcards), sort_keys=True)
 
 
+def simulate_gpus(wildcards) -> int:
+    """A GPU for a simulation, unless its engine runs on CPUs only (LAMMPS)."""
+    return 0 if job_settings(job_spec(wildcards), "simulate", wildcards).get("engine") == "lammps" else GPUS
+
+
 def fraction(wildcards) -> str:
     """The fraction p of a job: its `p`, or an efficiency run's subset as the fraction at its size."""
     if "subset" not in wildcards.keys():

@@ -16,7 +16,7 @@ rule simulate:
     resources:
         mem_mb=lambda wildcards, attempt: need("simulate", wildcards, attempt).mem_mb,
         runtime=lambda wildcards, attempt: need("simulate", wildcards, attempt).runtime,
-        gpu=GPUS,
+        gpu=simulate_gpus,
     shell:
         "OMP_NUM_THREADS={threads} macroclosure simulate --system {params.system} --split {wildcards.split}"
         " --settings {params.settings:q} --device {params.device} --out {output} > {log} 2>&1"
