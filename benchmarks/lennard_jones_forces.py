@@ -13,7 +13,7 @@ the sample stage does):
   each `--threads`, jax-md), end to end into a store (32 trajectories of 250 steps at 800
   atoms, as many atom-steps at larger sizes): the whole stage, the stage without drawing and
   minimising its starts (the same for both engines), the engine alone; beside bare LAMMPS
-  (as many fresh 250-step runs from the stage's first start, same box, styles and threads, no
+  (a fresh 250-step run from each of the stage's starts, same box, styles and threads, no
   frames saved) and, for reference, one long LAMMPS run of as many steps.
 Each cost is also given relative to the two full paths (`relative_to_full`,
 `relative_to_built_list`). Writes benchmarks/results/lennard_jones_forces.{csv,md,png}.
@@ -39,6 +39,7 @@ from macroclosure.systems import build_system
 from macroclosure import lammps_md
 from macroclosure import lennard_jones_md as lj
 from macroclosure.simulate import simulate
+from macroclosure.store import open_store
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (1 / 16, 1 / 4, 1.0)
@@ -103,42 +104,45 @@ def stage_rates(atoms: int, engine: str, threads: int) -> dict:
     """The simulate stage of `stage_trajectories` trajectories (default-config steps and save
     interval), end to end into a store, in atom-steps / s: the whole stage; integrating and
     writing (without drawing and minimising the starts, which both engines share); the engine
-    alone. The stage times its parts itself."""
+    alone. The stage times its parts itself. Also returns the starts it integrated (frame 0 of
+    its store), for bare LAMMPS to run from."""
     settings = complete_section("lennard_jones", "simulate", {
         "atoms": atoms, "engine": engine, "minimise_steps": 100, "steps": 250, "save_every": 10,
         "trajectories": {"train": stage_trajectories(atoms), "test": 1}})
     os.environ["OMP_NUM_THREADS"] = str(threads)
     with tempfile.TemporaryDirectory() as scratch:
         seconds = simulate("lennard_jones", settings, "train", f"{scratch}/train.zarr", device="cpu", progress=False)
+        starts = open_store(f"{scratch}/train.zarr", "trajectories")["state"][:, 0].values
     atom_steps = atoms * settings["steps"] * stage_trajectories(atoms)
     return {"trajectories": stage_trajectories(atoms), "stage_atom_steps_per_s": atom_steps / sum(seconds),
             "integrate_and_write_atom_steps_per_s": atom_steps / (seconds.integration + seconds.writing),
             "engine_atom_steps_per_s": atom_steps / seconds.integration, "starts_seconds": seconds.initial,
-            "writing_seconds": seconds.writing, "settings": settings}
+            "writing_seconds": seconds.writing, "settings": settings, "starts": starts}
 
 
-def bare_lammps(settings: dict, state: np.ndarray, threads: int) -> dict:
-    """LAMMPS alone in the engine's box, styles and threads, no frames saved: as many fresh
-    runs of `steps` from the state as the timed stage integrates (each places the atoms and
-    pays LAMMPS' setup, as any run of that many trajectories must), and, for reference, one
-    continuing run of as many steps; with max |F_lammps - F_ours| / max |F| on the state."""
-    atoms, box, steps, count = settings["atoms"], lj.box_length(settings), settings["steps"], stage_trajectories(settings["atoms"])
+def bare_lammps(settings: dict, starts: np.ndarray, threads: int) -> dict:
+    """LAMMPS alone in the engine's box, styles and threads, no frames saved: a fresh run of
+    `steps` from each of the stage's starts [B, N] (each places the atoms and pays LAMMPS'
+    setup, as any run of that many trajectories must), and, for reference, one continuing run
+    of as many steps; with max |F_lammps - F_ours| / max |F| on the first start."""
+    atoms, box, steps, count = settings["atoms"], lj.box_length(settings), settings["steps"], len(starts)
+    state = starts[0].astype(np.float64)
     with lammps_md.lammps_box(settings, threads) as lmp:
-        lammps_md.place_atoms(lmp, state.astype(np.float64), atoms, box)
+        lammps_md.place_atoms(lmp, state, atoms, box)
         lmp.command("run 0")
         forces = np.ctypeslib.as_array(lmp.gather_atoms("f", 1, 3)).reshape(atoms, 3)  # in atom-id order
         start = time.perf_counter()
-        for _ in range(count):
+        for start_state in starts.astype(np.float64):
             lmp.command("delete_atoms group all")
             lmp.command("reset_timestep 0")
-            lammps_md.place_atoms(lmp, state.astype(np.float64), atoms, box)
+            lammps_md.place_atoms(lmp, start_state, atoms, box)
             lmp.command(f"run {steps} post no")
         fresh = atoms * steps * count / (time.perf_counter() - start)
         start = time.perf_counter()
         lmp.command(f"run {steps * count} post no")
         continuing = atoms * steps * count / (time.perf_counter() - start)
     use_float64(True)
-    ours = np.asarray(lj.all_pair_forces(jnp.asarray(state.astype(np.float64)[: 3 * atoms].reshape(atoms, 3)), box=box,
+    ours = np.asarray(lj.all_pair_forces(jnp.asarray(state[: 3 * atoms].reshape(atoms, 3)), box=box,
                                          r_cutoff=settings["r_cutoff"]))
     use_float64(False)
     return {"bare_lammps_atom_steps_per_s": fresh, "one_long_run_atom_steps_per_s": continuing,
@@ -147,15 +151,13 @@ def bare_lammps(settings: dict, state: np.ndarray, threads: int) -> dict:
 
 def md_throughput(atoms: int, thread_counts: list[int]) -> list[dict]:
     """Stage rates of the LAMMPS engine at each thread count and of the jax-md engine (XLA
-    takes every core), each beside bare LAMMPS from the stage's first start on as many threads."""
-    rows, state = [], None
+    takes every core), each beside bare LAMMPS from the same starts on as many threads."""
+    rows = []
     for engine, counts in (("lammps", thread_counts), ("jax-md", thread_counts[-1:])):
         for threads in counts:
             rates = stage_rates(atoms, engine, threads)
-            settings = rates.pop("settings")
-            if state is None:  # the stage's first start
-                state = build_system("lennard_jones", settings).initial_conditions(np.random.default_rng([settings["seed"], 0]), 1)[0][0]
-            bare = bare_lammps(settings, state, threads)
+            settings, starts = rates.pop("settings"), rates.pop("starts")
+            bare = bare_lammps(settings, starts, threads)
             rows.append({"atoms": atoms, "engine": engine, "threads": threads if engine == "lammps" else "XLA", **rates, **bare,
                          "integrate_and_write_over_bare": rates["integrate_and_write_atom_steps_per_s"] / bare["bare_lammps_atom_steps_per_s"],
                          "engine_over_bare": rates["engine_atom_steps_per_s"] / bare["bare_lammps_atom_steps_per_s"]})
