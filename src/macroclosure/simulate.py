@@ -120,7 +120,7 @@ class StageSeconds(NamedTuple):
 
 def simulate(system_name: str, settings: dict, split: str, out: str, device: str = "auto", progress: bool = True) -> StageSeconds:
     """Simulate the `split` trajectories of a system and stream them to the store `out`;
-    returns (and logs) the seconds spent on the initial states and on the integration."""
+    returns (and logs) the seconds spent on the initial states, the integration and the writes."""
     settings = complete_section(system_name, "simulate", settings)
     use_float64(settings["dtype"] == "float64")
     jax_device_used = jax_device(device)
