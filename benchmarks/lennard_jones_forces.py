@@ -14,7 +14,10 @@ the sample stage does):
   atoms, as many atom-steps at larger sizes): the whole stage, the stage without drawing and
   minimising its starts (the same for both engines), the engine alone; beside bare LAMMPS
   (a fresh 250-step run from each of the stage's starts, same box, styles and threads, no
-  frames saved) and, for reference, one long LAMMPS run of as many steps.
+  frames saved) and, for reference, one long LAMMPS run of as many steps. Bare LAMMPS and the
+  engine alone (same starts, frames included) are also timed in `--repeats` alternating rounds,
+  so that both see the same machine: `paired_engine_over_bare` is the ratio of their medians,
+  with the range of the rounds' ratios beside it.
 Each cost is also given relative to the two full paths (`relative_to_full`,
 `relative_to_built_list`). Writes benchmarks/results/lennard_jones_forces.{csv,md,png}.
 """
@@ -120,36 +123,58 @@ def stage_rates(atoms: int, engine: str, threads: int) -> dict:
             "writing_seconds": seconds.writing, "settings": settings, "starts": starts}
 
 
-def bare_lammps(settings: dict, starts: np.ndarray, threads: int) -> dict:
-    """LAMMPS alone in the engine's box, styles and threads, no frames saved: a fresh run of
-    `steps` from each of the stage's starts [B, N] (each places the atoms and pays LAMMPS'
-    setup, as any run of that many trajectories must), and, for reference, one continuing run
-    of as many steps; with max |F_lammps - F_ours| / max |F| on the first start."""
+def fresh_runs(lmp, settings: dict, starts: np.ndarray) -> float:
+    """Seconds for bare LAMMPS runs of `steps` from each start [B, N], no frames saved: each
+    places the atoms and pays LAMMPS' setup, as any run of that many trajectories must."""
+    atoms, box = settings["atoms"], lj.box_length(settings)
+    start = time.perf_counter()
+    for start_state in starts:
+        lmp.command("delete_atoms group all")
+        lmp.command("reset_timestep 0")
+        lammps_md.place_atoms(lmp, start_state, atoms, box)
+        lmp.command(f"run {settings['steps']} post no")
+    return time.perf_counter() - start
+
+
+def engine_seconds(settings: dict, starts: np.ndarray) -> float:
+    """Seconds the LAMMPS engine takes for the stage's integration of `starts`, frames included."""
+    start = time.perf_counter()
+    lammps_md.integrate(settings, starts, settings["steps"] // settings["save_every"], settings["save_every"], 0, lambda steps: None)
+    return time.perf_counter() - start
+
+
+def bare_lammps(settings: dict, starts: np.ndarray, threads: int, repeats: int) -> dict:
+    """LAMMPS alone in the engine's box, styles and threads, from the stage's own starts [B, N]:
+    `repeats` rounds, each timing the bare runs (`fresh_runs`) and then, if repeats > 1, the
+    LAMMPS engine on the same starts, so both see the same machine; the median of the bare
+    runs, the ratio of the medians and the range of the rounds' ratios, and for reference one
+    continuing run of as many steps; with max |F_lammps - F_ours| / max |F| on the first start."""
     atoms, box, steps, count = settings["atoms"], lj.box_length(settings), settings["steps"], len(starts)
-    state = starts[0].astype(np.float64)
+    starts = starts.astype(np.float64)
+    bare, engine = [], []
     with lammps_md.lammps_box(settings, threads) as lmp:
-        lammps_md.place_atoms(lmp, state, atoms, box)
+        lammps_md.place_atoms(lmp, starts[0], atoms, box)
         lmp.command("run 0")
         forces = np.ctypeslib.as_array(lmp.gather_atoms("f", 1, 3)).reshape(atoms, 3)  # in atom-id order
-        start = time.perf_counter()
-        for start_state in starts.astype(np.float64):
-            lmp.command("delete_atoms group all")
-            lmp.command("reset_timestep 0")
-            lammps_md.place_atoms(lmp, start_state, atoms, box)
-            lmp.command(f"run {steps} post no")
-        fresh = atoms * steps * count / (time.perf_counter() - start)
+        for _ in range(repeats):
+            bare.append(fresh_runs(lmp, settings, starts))
+            engine += [engine_seconds(settings, starts)] if repeats > 1 else []
         start = time.perf_counter()
         lmp.command(f"run {steps * count} post no")
         continuing = atoms * steps * count / (time.perf_counter() - start)
     use_float64(True)
-    ours = np.asarray(lj.all_pair_forces(jnp.asarray(state[: 3 * atoms].reshape(atoms, 3)), box=box,
+    ours = np.asarray(lj.all_pair_forces(jnp.asarray(starts[0][: 3 * atoms].reshape(atoms, 3)), box=box,
                                          r_cutoff=settings["r_cutoff"]))
     use_float64(False)
-    return {"bare_lammps_atom_steps_per_s": fresh, "one_long_run_atom_steps_per_s": continuing,
+    ratios = [b / e for b, e in zip(bare, engine)]
+    paired = {"paired_engine_over_bare": float(np.median(bare) / np.median(engine)),
+              "paired_engine_over_bare_range": f"{min(ratios):.2f}-{max(ratios):.2f}"} if engine else {}
+    return {"bare_lammps_atom_steps_per_s": atoms * steps * count / np.median(bare), **paired,
+            "one_long_run_atom_steps_per_s": continuing,
             "lammps_force_agreement": float(np.abs(forces - ours).max() / np.abs(ours).max())}
 
 
-def md_throughput(atoms: int, thread_counts: list[int]) -> list[dict]:
+def md_throughput(atoms: int, thread_counts: list[int], repeats: int) -> list[dict]:
     """Stage rates of the LAMMPS engine at each thread count and of the jax-md engine (XLA
     takes every core), each beside bare LAMMPS from the same starts on as many threads."""
     rows = []
@@ -157,7 +182,7 @@ def md_throughput(atoms: int, thread_counts: list[int]) -> list[dict]:
         for threads in counts:
             rates = stage_rates(atoms, engine, threads)
             settings, starts = rates.pop("settings"), rates.pop("starts")
-            bare = bare_lammps(settings, starts, threads)
+            bare = bare_lammps(settings, starts, threads, repeats if engine == "lammps" else 1)
             rows.append({"atoms": atoms, "engine": engine, "threads": threads if engine == "lammps" else "XLA", **rates, **bare,
                          "integrate_and_write_over_bare": rates["integrate_and_write_atom_steps_per_s"] / bare["bare_lammps_atom_steps_per_s"],
                          "engine_over_bare": rates["engine_atom_steps_per_s"] / bare["bare_lammps_atom_steps_per_s"]})
@@ -206,7 +231,7 @@ def main() -> None:
         print(pd.DataFrame(rows).to_string(), flush=True)
         if args.skip_md:
             continue
-        throughput += md_throughput(atoms, args.threads)
+        throughput += md_throughput(atoms, args.threads, args.repeats)
         print(pd.DataFrame(throughput).to_string(), flush=True)
 
     table = pd.DataFrame(rows)

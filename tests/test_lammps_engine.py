@@ -123,3 +123,14 @@ def test_an_unknown_engine_is_refused_naming_the_key():
     config = {"systems": {"lennard_jones": {"simulate": {"atoms": ATOMS, "engine": "gromacs"}}}}
     with pytest.raises(ConfigError, match=r"lennard_jones\.simulate\.engine"):
         validate(config)
+
+
+def test_a_failing_frame_callback_is_raised_not_ignored(start, monkeypatch):
+    """LAMMPS ignores what a `fix external` callback raises; the recorder keeps it, so a broken
+    recording fails the trajectory instead of returning a short one."""
+    def broken(self, caller, step, nlocal, ids, positions, extra_forces):
+        raise KeyError("no velocities")
+
+    monkeypatch.setattr(lammps_md.FrameRecorder, "_record", broken)
+    with pytest.raises(RuntimeError, match="recording the LAMMPS frames failed"):
+        trajectory_of("lammps", start, 2, 5)

