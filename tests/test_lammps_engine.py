@@ -128,7 +128,7 @@ def test_an_unknown_engine_is_refused_naming_the_key():
 def test_a_failing_frame_callback_is_raised_not_ignored(start, monkeypatch):
     """LAMMPS ignores what a `fix external` callback raises; the recorder keeps it, so a broken
     recording fails the trajectory instead of returning a short one."""
-    def broken(self, caller, step, nlocal, ids, positions, extra_forces):
+    def broken(self, nlocal, ids, positions):
         raise KeyError("no velocities")
 
     monkeypatch.setattr(lammps_md.FrameRecorder, "_record", broken)

@@ -144,11 +144,12 @@ class FrameRecorder:
             self.lost_atoms = True
             return
         try:
-            self._record(caller, step, nlocal, ids, positions, extra_forces)
+            self._record(nlocal, ids, positions)
         except Exception as error:  # noqa: BLE001 - LAMMPS ignores what a callback raises: kept for `states`
             self.failure = error
 
-    def _record(self, caller, step: int, nlocal: int, ids, positions, extra_forces) -> None:
+    def _record(self, nlocal: int, ids, positions) -> None:
+        """Copies of the frame's ids, positions and image flags, and its completed velocities."""
         atom = self.lmp.numpy.extract_atom
         velocities = atom("v")[:nlocal] + self.half_kick * atom("f")[:nlocal]
         self.frames.append((ids.ravel().copy(), positions.copy(), atom("image")[:nlocal].copy(), velocities))
