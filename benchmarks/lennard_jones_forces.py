@@ -15,9 +15,11 @@ the sample stage does):
   minimising its starts (the same for both engines), the engine alone; beside bare LAMMPS
   (a fresh 250-step run from each of the stage's starts, same box, styles and threads, no
   frames saved) and, for reference, one long LAMMPS run of as many steps. Bare LAMMPS and the
-  engine alone (same starts, frames included) are also timed in `--repeats` alternating rounds,
-  so that both see the same machine: `paired_engine_over_bare` is the ratio of their medians,
-  with the range of the rounds' ratios beside it.
+  stage's integration and writes (`simulate.stream_trajectories` on the same starts into a
+  scratch store: the stage without its starts) are also timed in `--repeats` alternating
+  rounds, so that both see the same machine: `paired_engine_over_bare` (integration alone,
+  frames included) and `paired_stage_over_bare` (integration and the waits on writes) are
+  ratios of medians, with the range of the rounds' ratios beside them.
 Each cost is also given relative to the two full paths (`relative_to_full`,
 `relative_to_built_list`). Writes benchmarks/results/lennard_jones_forces.{csv,md,png}.
 """
@@ -41,7 +43,7 @@ from macroclosure.runtime import use_float64
 from macroclosure.systems import build_system
 from macroclosure import lammps_md
 from macroclosure import lennard_jones_md as lj
-from macroclosure.simulate import simulate
+from macroclosure.simulate import simulate, stream_trajectories
 from macroclosure.store import open_store
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -136,39 +138,43 @@ def fresh_runs(lmp, settings: dict, starts: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
-def engine_seconds(settings: dict, starts: np.ndarray) -> float:
-    """Seconds the LAMMPS engine takes for the stage's integration of `starts`, frames included."""
-    start = time.perf_counter()
-    lammps_md.integrate(settings, starts, settings["steps"] // settings["save_every"], settings["save_every"], 0, lambda steps: None)
-    return time.perf_counter() - start
+def streamed_seconds(settings: dict, starts: np.ndarray) -> tuple[float, float]:
+    """Seconds of the stage's integration of `starts` and of its waits on writes, into a
+    scratch store: the simulate stage without drawing its starts."""
+    system = build_system("lennard_jones", settings)
+    with tempfile.TemporaryDirectory() as scratch:
+        return stream_trajectories(system, starts.astype(settings["dtype"]), {}, settings, "train", f"{scratch}/train.zarr", {},
+                                   progress=False)
 
 
 def bare_lammps(settings: dict, starts: np.ndarray, threads: int, repeats: int) -> dict:
     """LAMMPS alone in the engine's box, styles and threads, from the stage's own starts [B, N]:
     `repeats` rounds, each timing the bare runs (`fresh_runs`) and then, if repeats > 1, the
-    LAMMPS engine on the same starts, so both see the same machine; the median of the bare
-    runs, the ratio of the medians and the range of the rounds' ratios, and for reference one
-    continuing run of as many steps; with max |F_lammps - F_ours| / max |F| on the first start."""
+    stage's integration and writes on the same starts (`streamed_seconds`), so both see the
+    same machine; the median of the bare runs, the ratios of the medians and the ranges of the
+    rounds' ratios, and for reference one continuing run of as many steps; with
+    max |F_lammps - F_ours| / max |F| on the first start."""
     atoms, box, steps, count = settings["atoms"], lj.box_length(settings), settings["steps"], len(starts)
-    starts = starts.astype(np.float64)
-    bare, engine = [], []
+    bare, streamed = [], []
     with lammps_md.lammps_box(settings, threads) as lmp:
-        lammps_md.place_atoms(lmp, starts[0], atoms, box)
+        lammps_md.place_atoms(lmp, starts[0].astype(np.float64), atoms, box)
         lmp.command("run 0")
         forces = np.ctypeslib.as_array(lmp.gather_atoms("f", 1, 3)).reshape(atoms, 3)  # in atom-id order
         for _ in range(repeats):
-            bare.append(fresh_runs(lmp, settings, starts))
-            engine += [engine_seconds(settings, starts)] if repeats > 1 else []
+            bare.append(fresh_runs(lmp, settings, starts.astype(np.float64)))
+            streamed += [streamed_seconds(settings, starts)] if repeats > 1 else []
         start = time.perf_counter()
         lmp.command(f"run {steps * count} post no")
         continuing = atoms * steps * count / (time.perf_counter() - start)
     use_float64(True)
-    ours = np.asarray(lj.all_pair_forces(jnp.asarray(starts[0][: 3 * atoms].reshape(atoms, 3)), box=box,
+    ours = np.asarray(lj.all_pair_forces(jnp.asarray(starts[0][: 3 * atoms].reshape(atoms, 3), dtype=jnp.float64), box=box,
                                          r_cutoff=settings["r_cutoff"]))
     use_float64(False)
-    ratios = [b / e for b, e in zip(bare, engine)]
-    paired = {"paired_engine_over_bare": float(np.median(bare) / np.median(engine)),
-              "paired_engine_over_bare_range": f"{min(ratios):.2f}-{max(ratios):.2f}"} if engine else {}
+    paired = {}
+    for name, seconds in (("engine", [engine for engine, _ in streamed]), ("stage", [sum(parts) for parts in streamed])):
+        ratios = [b / s for b, s in zip(bare, seconds)]
+        paired |= {f"paired_{name}_over_bare": float(np.median(bare) / np.median(seconds)),
+                   f"paired_{name}_over_bare_range": f"{min(ratios):.2f}-{max(ratios):.2f}"} if seconds else {}
     return {"bare_lammps_atom_steps_per_s": atoms * steps * count / np.median(bare), **paired,
             "one_long_run_atom_steps_per_s": continuing,
             "lammps_force_agreement": float(np.abs(forces - ours).max() / np.abs(ours).max())}

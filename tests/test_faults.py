@@ -23,6 +23,7 @@ import xarray as xr
 import yaml
 
 from macroclosure.cli import main
+from macroclosure.simulate import simulate
 from macroclosure.store import StoreError, open_store, streamed_store, write_store
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -190,6 +191,17 @@ def test_disk_filling_midway_through_a_stream_keeps_the_previous_store(tmp_path,
             for _ in range(4):
                 append(block)
     assert fingerprint(path) == before and leftovers(tmp_path) == []
+
+
+def test_a_write_failing_in_the_writer_thread_stops_simulate_and_leaves_nothing(tmp_path, monkeypatch):
+    """Batches are written by a writer thread while the next integrates: its failure must
+    still stop the stage, with the store's error, and leave no store."""
+    disk_fills(monkeypatch)
+    out = tmp_path / "train.zarr"
+    settings = {"cells": 5, "steps": 20, "save_every": 10, "trajectories": {"train": 3, "test": 1}, "batch_size": 1}
+    with pytest.raises(StoreError, match=re.escape(f"store {out}: cannot be written: [Errno 28]")):
+        simulate("predator_prey", settings, "train", str(out), device="cpu", progress=False)
+    assert leftovers(tmp_path) == [] and not out.exists()
 
 
 def test_stage_on_a_full_disk_exits_with_the_path(tmp_path, monkeypatch, caplog):

@@ -1,9 +1,10 @@
 """Batched, jit-compiled integration of a system's trajectories, streamed to a zarr store.
 
 Trajectories are integrated in batches (vmap over the batch), in chunks of saved frames (a
-`lax.scan`), so memory is bounded by one batch and progress can be shown. Every step is
-checked for non-finite values inside the jitted loop; a blow-up stops the run naming the
-trajectory and the first bad step, and nothing that looks complete is written.
+`lax.scan`); a batch is written while the next integrates, so memory is bounded by two
+batches and progress can be shown. Every step is checked for non-finite values inside the
+jitted loop; a blow-up stops the run naming the trajectory and the first bad step, and nothing
+that looks complete is written.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import NamedTuple
 
@@ -115,7 +117,40 @@ class StageSeconds(NamedTuple):
 
     initial: float  # drawing (for MD: placing and minimising) the initial states
     integration: float  # integrating the trajectories (the engine)
-    writing: float  # writing them to the store
+    writing: float  # waiting for store writes that integration did not hide
+
+
+def stream_trajectories(system: System, x0: np.ndarray, initial: dict, settings: dict, split: str, out: str,
+                        attrs: dict, progress: bool = True) -> tuple[float, float]:
+    """Integrate the trajectories from x0 [count, N] batch by batch into the store `out`;
+    returns the seconds of integration and the seconds spent waiting on writes.
+
+    Each batch is written by a writer thread while the next one integrates (LAMMPS, XLA and
+    the zarr codecs release the GIL), so at most two batches are in memory and the writes
+    cost only what integration does not hide. A blow-up stops the stage after the pending
+    write, and the unfinished store is removed (`streamed_store`)."""
+    count, batch = len(x0), settings["batch_size"]
+    n_frames = saved_frames(settings) - 1  # after the initial state
+    times = np.arange(n_frames + 1) * settings["save_every"] * system.time_step
+    integration = waiting = 0.0
+    with streamed_store(out, "trajectories", attrs, append_dim="trajectory") as append, tqdm(
+        total=count * n_frames * settings["save_every"], unit="traj-step", unit_scale=True,
+        disable=not progress, mininterval=2.0, desc=f"simulate {split}",
+    ) as bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer") as writer:
+        pending = None
+        for first in range(0, count, batch):
+            started = time.perf_counter()
+            states = integrate_batch(system, x0[first : first + batch], settings, first, split, bar)
+            integration += time.perf_counter() - started
+            started = time.perf_counter()
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(append, block_of(system, states, initial, times, first))
+            waiting += time.perf_counter() - started
+        started = time.perf_counter()
+        pending.result()
+        waiting += time.perf_counter() - started
+    return integration, waiting
 
 
 def simulate(system_name: str, settings: dict, split: str, out: str, device: str = "auto", progress: bool = True) -> StageSeconds:
@@ -131,9 +166,6 @@ def simulate(system_name: str, settings: dict, split: str, out: str, device: str
     started = time.perf_counter()
     x0, initial = system.initial_conditions(rng, count)
     initial_seconds = time.perf_counter() - started
-    x0 = x0.astype(settings["dtype"])
-    n_frames = saved_frames(settings) - 1  # after the initial state
-    times = np.arange(n_frames + 1) * settings["save_every"] * system.time_step
     attrs = {
         "system": system_name,
         "split": split,
@@ -145,20 +177,8 @@ def simulate(system_name: str, settings: dict, split: str, out: str, device: str
         "provenance": json.dumps(provenance(settings, settings["seed"], str(jax_device_used)), sort_keys=True),
     }
     log.info("initial states drawn in %.1f s; integrating (the first chunk includes compilation)", initial_seconds)
-    integration = writing = 0.0
-    batch = settings["batch_size"]
-    with streamed_store(out, "trajectories", attrs, append_dim="trajectory") as append, tqdm(
-        total=count * n_frames * settings["save_every"], unit="traj-step", unit_scale=True,
-        disable=not progress, mininterval=2.0, desc=f"simulate {split}",
-    ) as bar:
-        with jax.default_device(jax_device_used):
-            for first in range(0, count, batch):
-                started = time.perf_counter()
-                states = integrate_batch(system, x0[first : first + batch], settings, first, split, bar)
-                integration += time.perf_counter() - started
-                started = time.perf_counter()
-                append(block_of(system, states, initial, times, first))
-                writing += time.perf_counter() - started
-    log.info("wrote %s: %d trajectories of %d steps integrated in %.1f s (%.3g trajectory-steps/s), written in %.1f s", out, count,
-             settings["steps"], integration, count * settings["steps"] / integration, writing)
+    with jax.default_device(jax_device_used):
+        integration, writing = stream_trajectories(system, x0.astype(settings["dtype"]), initial, settings, split, out, attrs, progress)
+    log.info("wrote %s: %d trajectories of %d steps integrated in %.1f s (%.3g trajectory-steps/s); "
+             "%.1f s more waiting on writes", out, count, settings["steps"], integration, count * settings["steps"] / integration, writing)
     return StageSeconds(initial_seconds, integration, writing)
