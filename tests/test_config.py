@@ -133,9 +133,21 @@ def test_more_configurations_than_saved_states_are_refused(config):
     validate(config)
 
 
-def test_partial_loss_without_a_partial_fraction_is_refused(config):
+@pytest.mark.parametrize("loss", ["L_xp", "L_zp"])
+def test_partial_loss_without_a_partial_fraction_is_refused(config, loss):
+    change(config, "train", "losses", value=["L_z", loss])
     change(config, "sample", "fractions", value=[1.0])
-    refused(config, r"systems\.predator_prey\.train\.losses", r"L_xp needs a fraction p < 1")
+    refused(config, r"systems\.predator_prey\.train\.losses", rf"{loss} needs a fraction p < 1")
+
+
+def test_lzp_with_fewer_force_rows_than_latent_rates_is_refused(config):
+    change(config, "train", "losses", value=["L_z", "L_zp"])
+    change(config, "closure", "latent_dim", value=4)
+    change(config, "sample", "fractions", value=[0.02, 1.0])  # 2 of the 100 grid values
+    refused(config, r"systems\.predator_prey\.sample\.fractions",
+            r"L_zp estimates 4 latent rates from the 2 force rows that p = 0.02 gives per configuration")
+    change(config, "sample", "fractions", value=[0.04, 1.0])
+    validate(config)
 
 
 def test_equal_budget_is_a_boolean(config):

@@ -1,7 +1,7 @@
 import torch
 
 from macroclosure.closure import pseudo_inverse_rows
-from macroclosure.losses import latent_loss, micro_loss, micro_loss_from_moments, micro_moments
+from macroclosure.losses import estimated_rate, latent_loss, micro_loss, micro_loss_from_moments, micro_moments
 
 D, N = 3, 20
 
@@ -60,3 +60,28 @@ def test_micro_loss_from_moments_equals_micro_loss():
     assert torch.allclose(micro_loss_from_moments(**moments, dzdt=dzdt), micro_loss(pinv_rows, dzdt, force), rtol=1e-12)
     subset = micro_moments(pinv_rows[:, :4], force[:, :4])
     assert torch.allclose(micro_loss_from_moments(**subset, dzdt=dzdt), micro_loss(pinv_rows[:, :4], dzdt, force[:, :4]), rtol=1e-12)
+
+
+def test_lzp_target_is_j_f_from_every_row_and_from_any_rows_when_f_is_in_js_row_space():
+    """L_z,p's least-squares rate equals J f exactly with every row (so L_z,p on full forces is
+    L_z), and from any k >= d rows when f = J^+ dz/dt (Allen-Cahn's case); otherwise it is the
+    minimiser of that configuration's L_x,p."""
+    generator = torch.Generator().manual_seed(3)
+    batch, k = 6, 5
+    J = torch.randn(batch, D, N, generator=generator, dtype=torch.float64)
+    force = torch.randn(batch, N, generator=generator, dtype=torch.float64)
+    all_rows = torch.arange(N).expand(batch, N)
+    moments = micro_moments(pseudo_inverse_rows(J, all_rows), force)
+    torch.testing.assert_close(estimated_rate(moments["gram"], moments["cross"]), (J @ force[..., None])[..., 0], rtol=1e-10, atol=1e-12)
+
+    dzdt = torch.randn(batch, D, generator=generator, dtype=torch.float64)
+    in_row_space = (pseudo_inverse_rows(J, all_rows) @ dzdt[..., None])[..., 0]
+    rows = torch.stack([torch.randperm(N, generator=generator)[:k] for _ in range(batch)])
+    pinv_rows = pseudo_inverse_rows(J, rows)
+    moments = micro_moments(pinv_rows, torch.gather(in_row_space, 1, rows))
+    torch.testing.assert_close(estimated_rate(moments["gram"], moments["cross"]), dzdt, rtol=1e-10, atol=1e-12)
+
+    moments = micro_moments(pinv_rows, torch.gather(force, 1, rows))
+    best = estimated_rate(moments["gram"], moments["cross"]).requires_grad_()
+    micro_loss_from_moments(**moments, dzdt=best).backward()
+    assert best.grad.abs().max() < 1e-10  # the per-configuration L_x,p is stationary there

@@ -11,7 +11,7 @@ import torch
 from macroclosure.config import complete_section, validate
 from macroclosure.dynamics import build_model
 from macroclosure.models import model_names
-from macroclosure.planning import budget_runs, job_settings, run_names, stage_spec, with_configurations
+from macroclosure.planning import budget_runs, job_settings, run_names, stage_spec, training_runs, with_configurations
 
 
 def spec_of(**sections) -> dict:
@@ -64,6 +64,12 @@ def test_equal_budget_runs_are_lz_on_p_times_the_configurations_for_every_partia
     assert {name for name in run_names(spec) if "_c" in name} == {
         f"mlp_L_z_p1_c{count}_seed{seed}" for count in (200, 250) for seed in (0, 1)}
     assert with_configurations(spec, "200")["sample"]["configurations"] == 200
+
+
+def test_lzp_trains_at_every_partial_fraction_and_shares_l_xps_equal_budget_runs():
+    spec = spec_of(sample={"fractions": [0.2, 0.25, 1.0], "configurations": 1000}, train={"losses": ["L_z", "L_xp", "L_zp"]})
+    assert training_runs(spec) == [("L_z", 1.0), ("L_xp", 0.2), ("L_xp", 0.25), ("L_zp", 0.2), ("L_zp", 0.25)]
+    assert budget_runs(spec) == [(0.2, 200), (0.25, 250)]  # one L_z run per budget, not one per partial loss
 
 
 @pytest.mark.parametrize("sections", [

@@ -359,6 +359,29 @@ def test_training_again_gives_a_bit_identical_checkpoint(pipeline, tmp_path):
         assert all(torch.equal(mine[name], theirs[name]) for name in theirs)
 
 
+def test_lzp_targets_from_full_forces_are_l_zs_and_it_trains_from_a_partial_store(pipeline, tmp_path):
+    """L_z,p's least-squares rate from every force row is J f (L_z's target); from the p = 0.2
+    store it trains like any loss and records itself."""
+    import torch
+
+    from macroclosure.closure import load_closure
+    from macroclosure.train import training_tensors
+
+    results = pipeline / "results/predator_prey"
+    autoencoder = load_closure(results / "closure")[0]
+    trajectories = open_store(results / "trajectories/train.zarr", "trajectories")
+    full = open_store(results / "forces/p1/seed0.zarr", "forces")
+    latent, estimated = (training_tensors(autoencoder, trajectories, full, loss) for loss in ("L_z", "L_zp"))
+    torch.testing.assert_close(estimated["target"], latent["target"], rtol=1e-5, atol=1e-6)  # both float32
+    settings = json.dumps(TINY["systems"]["predator_prey"]["train"])
+    subprocess.run([str(BIN / "macroclosure"), "train", "--trajectories", str(results / "trajectories/train.zarr"),
+                    "--forces", str(results / "forces/p0.2/seed0.zarr"), "--closure", str(results / "closure"),
+                    "--model", "mlp", "--loss", "L_zp", "--seed", "0", "--settings", settings, "--device", "cpu",
+                    "--out", str(tmp_path / "model"), "--no-progress"], check=True, capture_output=True)
+    hparams = json.loads((tmp_path / "model/hparams.json").read_text())
+    assert (hparams["loss"], hparams["p"]) == ("L_zp", 0.2)
+
+
 def test_cli_stage_alone_reproduces_the_rule_output(pipeline, tmp_path):
     """`macroclosure sample` with the rule's arguments writes the same arrays as the rule."""
     settings = json.dumps({"configurations": 60, "batch_size": 1024})

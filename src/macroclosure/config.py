@@ -20,8 +20,8 @@ import yaml
 
 from macroclosure import systems
 from macroclosure.models import MODELS, model_names
-from macroclosure.planning import (all_training_sets, budget_runs, fraction_count, imported_store, merged,
-                                   partial_fractions, saved_states, section_at, simulate_settings, sizes)
+from macroclosure.planning import (PARTIAL_FORCE_LOSSES, all_training_sets, budget_runs, fraction_count, imported_store,
+                                   merged, partial_fractions, saved_states, section_at, simulate_settings, sizes)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 MIN_BUDGET_CONFIGURATIONS = 2  # training holds out at least one configuration for validation
@@ -195,11 +195,12 @@ def check_semantics(config: dict) -> None:
                 f"config key '{prefix}.sample.configurations': {system['sample']['configurations']} "
                 f"exceeds the {available} saved training states"
             )
-        if "L_xp" in system["train"]["losses"] and not partial_fractions(system):
-            problems.append(
-                f"config key '{prefix}.train.losses': L_xp needs a fraction p < 1 in "
-                f"'{prefix}.sample.fractions'"
-            )
+        problems += [f"config key '{prefix}.train.losses': {loss} needs a fraction p < 1 in '{prefix}.sample.fractions'"
+                     for loss in PARTIAL_FORCE_LOSSES if loss in system["train"]["losses"] and not partial_fractions(system)]
+        if "L_zp" in system["train"]["losses"]:
+            problems += [f"config key '{prefix}.sample.fractions': L_zp estimates {latent} latent rates from the "
+                         f"{rows} force rows that p = {p} gives per configuration; it needs at least {latent}"
+                         for p in partial_fractions(system) if (rows := fraction_count(p, dims.units) * dims.rows_per_unit) < latent]
         problems += budget_problems(system, prefix)
         problems += source_problems(system["simulate"], f"{prefix}.simulate.source")
     problems += efficiency_problems(config)
@@ -232,8 +233,8 @@ def efficiency_problems(config: dict) -> list[str]:
         if "source" in grid["simulate"]:
             found.append(f"config key '{prefix}.simulate.source': the efficiency grid simulates each of its sizes; "
                          f"imported stores go under systems.{system}.simulate.source")
-        if "L_xp" in grid["losses"] and not (grid["fractions"] or grid["sampled_units"]):
-            found.append(f"config key '{prefix}.losses': L_xp needs 'fractions' or 'sampled_units'")
+        found += [f"config key '{prefix}.losses': {loss} needs 'fractions' or 'sampled_units'"
+                  for loss in PARTIAL_FORCE_LOSSES if loss in grid["losses"] and not (grid["fractions"] or grid["sampled_units"])]
         available = saved_states(grid["simulate"])
         found += [f"config key '{prefix}.configurations': {count} exceeds the {available} saved training states"
                   for count in all_training_sets(grid) if count > available]

@@ -1,7 +1,15 @@
-"""Training losses for the latent dynamics g (METHOD.md "Three losses for g_omega").
+"""Training losses for the latent dynamics g (METHOD.md "Three losses for g_omega"), and L_z,p.
 
 g predicts standardised derivatives; callers convert them to physical dz/dt before the
 micro-space loss, which compares J^+ dz/dt with the microscopic forces.
+
+L_z,p is L_z on a rate estimated from partial forces: per configuration the least-squares
+dz/dt of the rows I, argmin_r |J^+[I, :] r - f_I|^2, which is where that configuration's
+L_x,p is smallest. L_x,p weights a rate error e by G_I = J^+[I,:]^T J^+[I,:] / k; L_z,p weights
+it as L_z does (the identity in standardised units), so it is not skewed by how unevenly J^+
+scales the latent components. With every row the estimate is J f exactly (L_z); where f lies in
+J's row space (Allen-Cahn) it is J f from any rows; otherwise the force outside that space
+leaves noise of mean zero to O(1/k).
 """
 
 import torch
@@ -11,6 +19,7 @@ LOSSES = {
     "L_z": "latent loss |g(z) - J f|^2 on full forces (the baseline)",
     "L_x": "micro-space loss |J+ g(z) - f|^2 on full forces",
     "L_xp": "micro-space loss on the forces of a random fraction p of the units (the method)",
+    "L_zp": "latent loss on the least-squares dz/dt from the forces of a random fraction p of the units",
 }
 
 
@@ -50,3 +59,9 @@ def micro_loss_from_moments(gram: Tensor, cross: Tensor, offset: Tensor, dzdt: T
     dzdt = dzdt.to(gram.dtype)
     quadratic = torch.einsum("bi,bij,bj->b", dzdt, gram, dzdt)
     return (quadratic - 2.0 * (cross * dzdt).sum(-1) + offset).mean()
+
+
+def estimated_rate(gram: Tensor, cross: Tensor) -> Tensor:
+    """L_z,p's target per sample: the least-squares dz/dt from the rows I, given their
+    `micro_moments` (gram = P^T P / k, cross = P^T f_I / k, P = J^+[I, :]): [B, d]."""
+    return torch.linalg.solve(gram, cross.unsqueeze(-1)).squeeze(-1)

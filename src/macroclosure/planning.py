@@ -33,6 +33,7 @@ from macroclosure.models import model_names
 from macroclosure.systems import dimensions, size_key
 
 FULL_FORCE_LOSSES = ("L_z", "L_x")
+PARTIAL_FORCE_LOSSES = ("L_xp", "L_zp")  # trained at every p < 1 (and every k)
 SAMPLE_PLANNING_KEYS = ("fractions", "equal_budget")  # decide which sample jobs exist, not what one computes
 TRAIN_PLANNING_KEYS = ("models", "losses")  # decide which train jobs exist
 BUDGET_LOSS = "L_z"
@@ -78,15 +79,15 @@ def merged(base: dict, changes: dict) -> dict:
 
 
 def partial_fractions(system: dict) -> list[float]:
-    """The fractions p < 1 that L_xp trains on."""
+    """The fractions p < 1 that the partial-force losses (L_xp, L_zp) train on."""
     return [p for p in system["sample"]["fractions"] if p < 1]
 
 
 def training_runs(system: dict) -> list[tuple[str, float]]:
-    """Every (loss, p) the system trains: full-force losses at p = 1, L_xp at each p < 1."""
+    """Every (loss, p) the system trains: full-force losses at p = 1, partial-force losses at
+    each p < 1."""
     runs = [(loss, 1.0) for loss in system["train"]["losses"] if loss in FULL_FORCE_LOSSES]
-    if "L_xp" in system["train"]["losses"]:
-        runs += [("L_xp", p) for p in partial_fractions(system)]
+    runs += [(loss, p) for loss in system["train"]["losses"] if loss in PARTIAL_FORCE_LOSSES for p in partial_fractions(system)]
     return runs
 
 
@@ -123,12 +124,14 @@ def with_configurations(spec: dict, configurations: int | None) -> dict:
 
 
 def budget_runs(spec: dict) -> list[tuple[float, int]]:
-    """(p, configurations) of every equal-budget L_z run: one per fraction L_x,p trains on,
-    where `sample.equal_budget` is on and L_z is trained; full forces on round(p x configurations)."""
+    """(p, configurations) of every equal-budget L_z run: one per fraction a partial-force loss
+    trains on, where `sample.equal_budget` is on and L_z is trained; full forces on
+    round(p x configurations)."""
     if not (spec["sample"]["equal_budget"] and BUDGET_LOSS in spec["train"]["losses"]):
         return []
     count = spec["sample"]["configurations"]
-    return [(p, fraction_count(p, count)) for loss, p in training_runs(spec) if loss == "L_xp"]
+    fractions = sorted({p for loss, p in training_runs(spec) if loss in PARTIAL_FORCE_LOSSES})
+    return [(p, fraction_count(p, count)) for p in fractions]
 
 
 def run_names(spec: dict) -> list[str]:
@@ -212,11 +215,12 @@ def section_at(grid: dict, stage: str, size: int) -> dict:
 
 
 def subsets(grid: dict) -> list[tuple[str, str]]:
-    """Every (loss, subset) trained: full-force losses at p1, L_xp at each fraction and each k."""
+    """Every (loss, subset) trained: full-force losses at p1, partial-force losses at each
+    fraction and each k."""
     runs = [(loss, "p1") for loss in grid["losses"] if loss in FULL_FORCE_LOSSES]
-    if "L_xp" in grid["losses"]:
-        runs += [("L_xp", f"p{format_fraction(p)}") for p in grid["fractions"]]
-        runs += [("L_xp", f"k{k}") for k in grid["sampled_units"]]
+    for loss in (loss for loss in grid["losses"] if loss in PARTIAL_FORCE_LOSSES):
+        runs += [(loss, f"p{format_fraction(p)}") for p in grid["fractions"]]
+        runs += [(loss, f"k{k}") for k in grid["sampled_units"]]
     return runs
 
 

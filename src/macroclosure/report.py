@@ -23,7 +23,7 @@ import yaml  # noqa: E402
 from macroclosure.baselines import BASELINES  # noqa: E402
 from macroclosure.history import read_history  # noqa: E402
 from macroclosure.models import latent_model  # noqa: E402
-from macroclosure.planning import BUDGET_LOSS, fraction_count  # noqa: E402
+from macroclosure.planning import BUDGET_LOSS, PARTIAL_FORCE_LOSSES, fraction_count  # noqa: E402
 from macroclosure.runtime import log  # noqa: E402
 
 GROUP = ["system", "model", "loss", "p", "configurations"]  # an equal-budget L_z run is its own row
@@ -166,17 +166,18 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def equal_budget(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per (system, model, L_x,p row): L_x,p beside L_z on the same force budget, full forces on
-    `planning.fraction_count(p, configurations)` configurations (columns of L_z end in `_z`), and
-    `equal_budget_winner`: the loss of lower mean error (a diverged one loses), or `neither`."""
-    partial = summary[summary["loss"] == "L_xp"]
+    """Per (system, model, partial-force row: L_x,p or L_z,p): it beside L_z on the same force
+    budget, full forces on `planning.fraction_count(p, configurations)` configurations (columns of
+    L_z end in `_z`), and `equal_budget_winner`: the loss of lower mean error (a diverged one
+    loses), or `neither`."""
+    partial = summary[summary["loss"].isin(PARTIAL_FORCE_LOSSES)]
     partial = partial.assign(budget=[fraction_count(p, count) for p, count in zip(partial["p"], partial["configurations"])])
     full = summary[(summary["loss"] == BUDGET_LOSS) & (summary["p"] == 1)]
     pairs = partial.merge(full[["system", "model", "configurations", "force_evaluations", "rollout_error_mean"]],
                           left_on=["system", "model", "budget"], right_on=["system", "model", "configurations"],
                           suffixes=("", "_z"))
     partial_error, full_error = (pairs[column].fillna(np.inf) for column in ("rollout_error_mean", "rollout_error_mean_z"))
-    winner = np.where(partial_error < full_error, "L_xp", np.where(full_error < partial_error, BUDGET_LOSS, "neither"))
+    winner = np.where(partial_error < full_error, pairs["loss"], np.where(full_error < partial_error, BUDGET_LOSS, "neither"))
     return pairs.assign(equal_budget_winner=winner)
 
 
@@ -184,7 +185,7 @@ def budget_sentences(summary: pd.DataFrame) -> str:
     """One Markdown line per `equal_budget` pair: which loss wins on the same force evaluations."""
     lines = [
         f"- {row.system}, {row.model}: at {row.force_evaluations:.3g} {row.force_unit}s, {row.equal_budget_winner} wins "
-        f"(L_xp at p = {row.p:g} on {row.configurations} configurations: {row.rollout_error_mean:.2e}; "
+        f"({row.loss} at p = {row.p:g} on {row.configurations} configurations: {row.rollout_error_mean:.2e}; "
         f"L_z on {row.configurations_z} configurations, {row.force_evaluations_z:.3g} {row.force_unit}s: "
         f"{row.rollout_error_mean_z:.2e})"
         for row in equal_budget(summary).itertuples()

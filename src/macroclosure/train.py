@@ -1,8 +1,9 @@
-"""Latent-dynamics training with L_z, L_x or L_x,p (METHOD.md, "Three losses").
+"""Latent-dynamics training with L_z, L_x, L_x,p (METHOD.md, "Three losses") or L_z,p.
 
 The closure is frozen: each sampled configuration is encoded once, z = phi(x), with its
 Jacobian J. L_z needs the full force to form J f; L_x and L_x,p need only the rows
-J+[I, :] for the computed forces f_I (all rows for L_x), so one data path serves both.
+J+[I, :] for the computed forces f_I (all rows for L_x), so one data path serves both, and
+L_z,p trains like L_z on the least-squares rate those rows give (losses.estimated_rate).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from macroclosure.config import complete_section
 from macroclosure.dynamics import build_model
 from macroclosure.ensemble import Stacked, build_members, member_seed
 from macroclosure.history import write_history
-from macroclosure.losses import latent_loss, micro_loss_from_moments, micro_moments
+from macroclosure.losses import estimated_rate, latent_loss, micro_loss_from_moments, micro_moments
 from macroclosure.normalisation import Normalisation
 from macroclosure.planning import train_settings
 from macroclosure.runtime import log, provenance, torch_device
 from macroclosure.store import StoreError, atomic_directory, open_store, read, read_states
 
 JACOBIAN_BYTES = 256 * 2**20  # memory for one batch of float64 encoder Jacobians
+LATENT_LOSSES = ("L_z", "L_zp")  # compare g with a dz/dt target in standardised units
 
 
 def latent_rate(encoder: Autoencoder, x: torch.Tensor, force: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,7 +39,8 @@ def latent_rate(encoder: Autoencoder, x: torch.Tensor, force: torch.Tensor) -> t
 
 
 def training_tensors(autoencoder: Autoencoder, trajectories, forces, loss: str) -> dict[str, torch.Tensor]:
-    """Per sample: z and either the L_z target J f or the moments of the micro-space loss.
+    """Per sample: z and either a latent target (J f for L_z, its least-squares estimate from
+    the computed rows for L_z,p) or the moments of the micro-space loss.
 
     States are read and J [d, N] evaluated batch by batch (float64, so the pseudo-inverse
     rows are accurate), so memory stays bounded for large N. L_x and L_x,p keep only the
@@ -48,6 +51,9 @@ def training_tensors(autoencoder: Autoencoder, trajectories, forces, loss: str) 
     force = torch.as_tensor(read(forces, "force"), dtype=torch.float64)
     if loss == "L_z" and index.shape[1] != n_dof:
         raise StoreError(forces.encoding.get("source"), f"L_z needs every force (p = 1), this store holds {index.shape[1]} of {n_dof} rows")
+    if loss == "L_zp" and index.shape[1] < autoencoder.latent_dim:
+        raise StoreError(forces.encoding.get("source"), f"L_zp estimates the {autoencoder.latent_dim} latent rates from each "
+                         f"configuration's force rows and needs at least as many, this store holds {index.shape[1]}")
     trajectory, time_index = read(forces, "trajectory"), read(forces, "time_index")
     encoder = autoencoder.double()
     batch_size = max(1, JACOBIAN_BYTES // (8 * autoencoder.latent_dim * n_dof))
@@ -64,6 +70,8 @@ def training_tensors(autoencoder: Autoencoder, trajectories, forces, loss: str) 
             else:
                 values = {"z": encoder.encode(x).float()}
                 values |= micro_moments(pseudo_inverse_rows(encoder_jacobian(encoder, x), index[batch]), force[batch])
+                if loss == "L_zp":
+                    values = {"z": values["z"], "target": estimated_rate(values["gram"], values["cross"]).float()}
         for name, value in values.items():
             parts.setdefault(name, []).append(value)
     return {name: torch.cat(values) for name, values in parts.items()}
@@ -72,7 +80,7 @@ def training_tensors(autoencoder: Autoencoder, trajectories, forces, loss: str) 
 def batch_loss(model, loss: str, batch: dict[str, torch.Tensor], scale: dict[str, torch.Tensor]) -> torch.Tensor:
     """The configured loss on one minibatch; g works in standardised units."""
     prediction = model((batch["z"] - scale["z_mean"]) / scale["z_std"])
-    if loss == "L_z":
+    if loss in LATENT_LOSSES:
         return latent_loss(prediction, (batch["target"] - scale["rate_mean"]) / scale["rate_std"])
     rate = scale["rate_mean"] + scale["rate_std"] * prediction
     return micro_loss_from_moments(batch["gram"], batch["cross"], batch["offset"], rate)
