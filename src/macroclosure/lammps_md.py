@@ -123,6 +123,33 @@ def place_atoms(lmp, x: np.ndarray, atoms: int, box: float) -> None:
                      velocities.ravel().tolist(), packed_images(lmp, images))
 
 
+def minimised_positions(settings: dict, positions: np.ndarray) -> np.ndarray:
+    """A random placement [atoms, 3] minimised as `lennard_jones_md.minimised_placement` does it
+    with jax-md, by LAMMPS instead (`simulate.minimiser: lammps`): `minimise_steps` FIRE steps on
+    harmonic soft spheres of diameter 1 (`pair_style harmonic/cut`, 0.5 (1 - r)^2, the same energy),
+    then as many on the truncated LJ, with jax-md's FIRE step sizes (start 0.1, at most 0.4 on soft
+    spheres; 0.001 and 0.01 on LJ); positions wrapped into the box, in atom order. The two FIRE
+    implementations differ in their details, so the starts differ from jax-md's."""
+    atoms, box, steps = settings["atoms"], box_length(settings), settings["minimise_steps"]
+    with lammps_box(settings, engine_threads()) as lmp:
+        place_atoms(lmp, np.concatenate([np.asarray(positions, dtype=np.float64).ravel(), np.zeros(3 * atoms)]), atoms, box)
+        lmp.commands_string(f"""
+            min_style fire
+            pair_style harmonic/cut
+            pair_coeff * * 0.5 1.0
+            timestep 0.1
+            min_modify tmax 4.0
+            minimize 0.0 0.0 {steps} {10 * steps}
+            pair_style lj/cut {settings['r_cutoff']!r}
+            pair_coeff 1 1 1.0 1.0 {settings['r_cutoff']!r}
+            timestep 0.001
+            min_modify tmax 10.0
+            minimize 0.0 0.0 {steps} {10 * steps}
+        """)
+        positions = np.ctypeslib.as_array(lmp.gather_atoms("x", 1, 3)).reshape(atoms, 3).copy()  # in atom-id order
+    return np.mod(positions, box)  # LAMMPS wraps only when it rebuilds its lists
+
+
 class FrameRecorder:
     """Collects saved states from inside a LAMMPS run: the callback of a `fix external` that
     LAMMPS calls after the forces of every saved step. There the velocities are still half a

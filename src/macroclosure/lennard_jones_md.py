@@ -430,9 +430,13 @@ def soft_sphere_energy(dr):
 
 def minimised_placement(sim: Simulation, rng: np.random.Generator, settings: dict, lists=(None, None)):
     """Random placement, then soft-sphere and LJ FIRE minimisation: positions [atoms, 3] in
-    the box, and the two neighbour lists used, whose capacities the next call reuses."""
-    dtype = jnp.zeros(()).dtype
-    positions = jnp.asarray(rng.uniform(0.0, sim.box, (settings["atoms"], 3)), dtype=dtype)
+    the box, and the two neighbour lists used, whose capacities the next call reuses. With
+    `simulate.minimiser: lammps` LAMMPS minimises the same placement (about 0.2 s at 800 atoms
+    against 1.3-2.3 s here on a CPU), and the lists stay as they were."""
+    placement = rng.uniform(0.0, sim.box, (settings["atoms"], 3))
+    if settings["minimiser"] == "lammps":
+        return lammps_md.minimised_positions(settings, placement).astype(jnp.zeros(()).dtype), lists
+    positions = jnp.asarray(placement, dtype=jnp.zeros(()).dtype)
     positions, soft_list = minimise(sim, positions, settings["minimise_steps"], soft=True, neighbor=lists[0])
     positions, lj_list = minimise(sim, positions, settings["minimise_steps"], soft=False, neighbor=lists[1])
     return np.asarray(wrap(positions, sim.box)), (soft_list, lj_list)
