@@ -99,3 +99,17 @@ def test_summary_has_the_baseline_rows_and_marks_models_without_skill():
     text = markdown_table(table)
     assert "| pp | mean course | | | | | 1.00e-02 | | | | baseline |" in text
     assert "| 1 | 1 | 0 | no skill |" in text and text.count("no skill") == 1
+
+
+def test_a_row_whose_every_model_diverged_says_so_instead_of_nan():
+    summary = pd.DataFrame({
+        "system": ["lj"] * 2, "model": ["mlp"] * 2, "loss": ["L_z", "L_xp"], "p": [1.0, 0.0625],
+        "seeds": [3, 3], "models": [3, 3], "diverged": [3, 1], "configurations": [400, 400],
+        "force_evaluations": [320000, 20000], "force_unit": ["atom"] * 2, "rollout_error_mean": [np.nan, 0.15],
+        "rollout_error_std": [0.0, 0.01], "force_wall_seconds": [1.0, 1.0], "train_wall_seconds": [1.0, 1.0],
+    })
+    baselines = pd.DataFrame({"system": ["lj"], "units": [800], "force_unit": ["atom"], "model": ["mean course"],
+                              "rollout_error": [2e-2]})
+    text = markdown_table(with_baselines(summary, baselines, ["system"]))
+    assert "| 3.2e+05 atoms | every model diverged (error > 1) | 3 | 3 | 3 | no skill |" in text
+    assert "| 2e+04 atoms | 1.50e-01 ± 1.0e-02 | 3 | 3 | 1 | no skill |" in text and "nan" not in text

@@ -204,9 +204,11 @@ def markdown_table(summary: pd.DataFrame) -> str:
         if row.model in BASELINES:
             lines.append(f"| {row.system} | {row.model} | | | | | {row.rollout_error_mean:.2e} | | | | baseline |")
             continue
+        error = (f"{row.rollout_error_mean:.2e} ± {row.rollout_error_std:.1e}" if row.diverged < row.models
+                 else f"every model diverged (error > {DIVERGED_ERROR:g})")
         lines.append(
             f"| {row.system} | {row.model} | {row.loss} | {row.p:g} | {row.configurations} | "
-            f"{row.force_evaluations:.3g} {row.force_unit}s | {row.rollout_error_mean:.2e} ± {row.rollout_error_std:.1e} "
+            f"{row.force_evaluations:.3g} {row.force_unit}s | {error} "
             f"| {row.seeds} | {row.models} | {row.diverged} | {'no skill' if row.no_skill else ''} |"
         )
     return "\n".join(lines) + "\n"
