@@ -431,8 +431,8 @@ def soft_sphere_energy(dr):
 def minimised_placement(sim: Simulation, rng: np.random.Generator, settings: dict, lists=(None, None)):
     """Random placement, then soft-sphere and LJ FIRE minimisation: positions [atoms, 3] in
     the box, and the two neighbour lists used, whose capacities the next call reuses. With
-    `simulate.minimiser: lammps` LAMMPS minimises the same placement (about 0.2 s at 800 atoms
-    against 1.3-2.3 s here on a CPU), and the lists stay as they were."""
+    `simulate.minimiser: lammps` LAMMPS minimises the same placement (0.06 s a start at 800 atoms
+    against 1.5 s here on a CPU, benchmarks/lennard_jones_starts.py), and the lists stay as they were."""
     placement = rng.uniform(0.0, sim.box, (settings["atoms"], 3))
     if settings["minimiser"] == "lammps":
         return lammps_md.minimised_positions(settings, placement).astype(jnp.zeros(()).dtype), lists

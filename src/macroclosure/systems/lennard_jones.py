@@ -25,7 +25,7 @@ SETTINGS = simulate_schema(
                            "description": "FIRE steps of each minimisation (soft spheres, then LJ) after random placement"},
         "minimiser": {"enum": ["jax-md", "lammps"], "default": "jax-md",
                       "description": "who minimises the random placements (the same two FIRE stages): jax-md, or LAMMPS "
-                                     "(about 7x faster on a CPU; other starts from the same seed, same velocities)"},
+                                     "(about 25x faster on a CPU; other starts from the same seed, same velocities)"},
         "dt": {"$ref": "#/$defs/positive_number", "default": 0.001, "description": "velocity-Verlet time step"},
         "engine": {"enum": ["lammps", "jax-md"], "default": "lammps",
                    "description": "molecular-dynamics engine: LAMMPS (lj/cut, float64, on the job's threads; the faster "
