@@ -155,13 +155,13 @@ def bare_lammps(settings: dict, starts: np.ndarray, threads: int, repeats: int) 
     rounds' ratios, and for reference one continuing run of as many steps; with
     max |F_lammps - F_ours| / max |F| on the first start."""
     atoms, box, steps, count = settings["atoms"], lj.box_length(settings), settings["steps"], len(starts)
-    bare, streamed = [], []
+    bare, streamed, starts64 = [], [], starts.astype(np.float64)
     with lammps_md.lammps_box(settings, threads) as lmp:
-        lammps_md.place_atoms(lmp, starts[0].astype(np.float64), atoms, box)
+        lammps_md.place_atoms(lmp, starts64[0], atoms, box)
         lmp.command("run 0")
         forces = np.ctypeslib.as_array(lmp.gather_atoms("f", 1, 3)).reshape(atoms, 3)  # in atom-id order
         for _ in range(repeats):
-            bare.append(fresh_runs(lmp, settings, starts.astype(np.float64)))
+            bare.append(fresh_runs(lmp, settings, starts64))
             streamed += [streamed_seconds(settings, starts)] if repeats > 1 else []
         start = time.perf_counter()
         lmp.command(f"run {steps * count} post no")

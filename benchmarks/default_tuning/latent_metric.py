@@ -23,7 +23,7 @@ import jax
 import numpy as np
 import torch
 
-from macroclosure.closure import encoder_jacobian, load_closure
+from macroclosure.closure import encoder_jacobian, gram_condition_number, load_closure, pseudo_inverse_rows
 from macroclosure.runtime import use_float64
 from macroclosure.store import open_store
 from macroclosure.systems import build_system
@@ -58,17 +58,15 @@ def main() -> None:
     metric = sigma[:, None] * torch.linalg.inv(gram) * sigma[None, :] / n
     k = max(1, round(args.fraction * n))
     rows = torch.stack([torch.as_tensor(rng.choice(n, k, replace=False)) for _ in range(len(x))])
-    columns = torch.gather(J, 2, rows.unsqueeze(1).expand(-1, J.shape[1], -1))
-    pinv_rows = torch.linalg.solve(gram, columns).mT
+    pinv_rows = pseudo_inverse_rows(J, rows)
     subset_metric = sigma[:, None] * (pinv_rows.mT @ pinv_rows / k) * sigma[None, :]
     force = torch.as_tensor(np.asarray(jax.vmap(system.rhs)(x.numpy())), dtype=torch.float64)
     lifted = (J.mT @ torch.linalg.solve(gram, (J @ force.unsqueeze(-1)))).squeeze(-1)
-    kappa = lambda m: (lambda e: (e[:, -1] / e[:, 0]).numpy())(torch.linalg.eigvalsh(m))  # noqa: E731
     share = (torch.diagonal(metric, dim1=-2, dim2=-1) / torch.diagonal(metric, dim1=-2, dim2=-1).sum(-1, keepdim=True)).numpy()
     print(f"{system_name}: {len(x)} training states, N = {n}, d = {J.shape[1]}, subsets of {k} rows")
-    print("kappa(J J^T):", summary(kappa(gram)))
-    print("kappa(M), the L_x weighting of standardised rate errors:", summary(kappa(metric)))
-    print("kappa(G_I), one subset's L_x,p weighting:", summary(kappa(subset_metric)))
+    print("kappa(J J^T):", summary(gram_condition_number(gram).numpy()))
+    print("kappa(M), the L_x weighting of standardised rate errors:", summary(gram_condition_number(metric).numpy()))
+    print("kappa(G_I), one subset's L_x,p weighting:", summary(gram_condition_number(subset_metric).numpy()))
     print("share of trace(M) per latent component (observables first):",
           ", ".join(f"{np.median(column):.3g}" for column in share.T))
     print("|f - J+ J f| / |f|:", summary((torch.linalg.norm(force - lifted, dim=-1) / torch.linalg.norm(force, dim=-1)).numpy()))

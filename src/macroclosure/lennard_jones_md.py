@@ -433,10 +433,10 @@ def minimised_placement(sim: Simulation, rng: np.random.Generator, settings: dic
     the box, and the two neighbour lists used, whose capacities the next call reuses. With
     `simulate.minimiser: lammps` LAMMPS minimises the same placement (0.06 s a start at 800 atoms
     against 1.5 s here on a CPU, benchmarks/lennard_jones_starts.py), and the lists stay as they were."""
-    placement = rng.uniform(0.0, sim.box, (settings["atoms"], 3))
+    placement, dtype = rng.uniform(0.0, sim.box, (settings["atoms"], 3)), jnp.zeros(()).dtype
     if settings["minimiser"] == "lammps":
-        return lammps_md.minimised_positions(settings, placement).astype(jnp.zeros(()).dtype), lists
-    positions = jnp.asarray(placement, dtype=jnp.zeros(()).dtype)
+        return lammps_md.minimised_positions(settings, placement).astype(dtype), lists
+    positions = jnp.asarray(placement, dtype=dtype)
     positions, soft_list = minimise(sim, positions, settings["minimise_steps"], soft=True, neighbor=lists[0])
     positions, lj_list = minimise(sim, positions, settings["minimise_steps"], soft=False, neighbor=lists[1])
     return np.asarray(wrap(positions, sim.box)), (soft_list, lj_list)
