@@ -26,7 +26,7 @@ from macroclosure.closure import (
     run_closure,
 )
 from macroclosure.config import ConfigError, complete_section, validate
-from macroclosure.descriptors import POOLED_FEATURES, PooledDescriptors, particle_box
+from macroclosure.descriptors import POOLED_FEATURES, PooledDescriptors, ThermodynamicClosure, neighbour_pairs, particle_box
 from macroclosure.sampling import sample
 from macroclosure.simulate import simulate
 from macroclosure.systems import build_system
@@ -208,3 +208,96 @@ def test_the_descriptor_pair_energy_is_the_systems_potential():
     got = lennard_jones_energy(torch.as_tensor(r, dtype=torch.float64), 2.5).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-14, atol=1e-15)
     assert expected[-2] == 0.0 and expected[-3] != 0.0
+
+
+# --- the thermodynamic closure variables (`closure.thermodynamic`) ------------------------
+@pytest.fixture(scope="module")
+def thermodynamic_model(system, states):
+    """A random particle autoencoder with the three analytic closure variables and two learnt."""
+    torch.manual_seed(0)
+    box = particle_box(system)
+    inputs = PooledDescriptors(box)
+    features = inputs(states, *inputs.constants(states))
+    autoencoder = Autoencoder(system.dims.dof, 6, system.observables, 1, hidden=(16,), inputs=inputs,
+                              x_mean=features.mean(0), x_std=features.std(0), analytic_closure=ThermodynamicClosure(box))
+    return autoencoder.double()
+
+
+def test_the_thermodynamic_variables_are_the_hand_computed_energy_power_and_squared_force(system, states):
+    """U / A, sum v.F / A and sum |F|^2 / A equal the hand-computed ones: the forces are the
+    velocity rows of the system's own f (jax-md, m = 1), the energy the sum over all pairs
+    (minimum image, numpy) of lennard_jones_md.pair_energy."""
+    box = particle_box(system)
+    variables = ThermodynamicClosure(box)(states, *neighbour_pairs(states, box))
+    for state, got in zip(states.numpy(), variables.numpy()):
+        positions, velocities = state[: 3 * ATOMS].reshape(ATOMS, 3), state[3 * ATOMS :].reshape(ATOMS, 3)
+        with jax_x64(True):
+            forces = np.asarray(system.rhs(jnp.asarray(state)))[3 * ATOMS :].reshape(ATOMS, 3)
+        delta = positions[:, None] - positions[None]
+        delta -= box.box_length * np.round(delta / box.box_length)
+        r = np.sqrt(np.square(delta).sum(-1))[np.triu_indices(ATOMS, 1)]
+        with jax_x64(True):
+            energy = float(np.asarray(lj.pair_energy(jnp.asarray(r), box.r_cutoff)).sum())
+        expected = [energy / ATOMS, np.einsum("ai,ai->", velocities, forces) / ATOMS, np.square(forces).sum() / ATOMS]
+        np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["permutation", "translation", "rotation", "wrapping"])
+def test_the_thermodynamic_encoding_is_invariant(thermodynamic_model, states, system, name):
+    with torch.no_grad():
+        moved = thermodynamic_model.encode(symmetry(name, states, system.layout["box_length"]))
+        torch.testing.assert_close(moved, thermodynamic_model.encode(states), rtol=0, atol=1e-10)
+
+
+def test_the_thermodynamic_jacobian_matches_central_differences_and_j_f_gives_the_energy_exchange(thermodynamic_model, states, system):
+    """J (reverse over reverse through the forces) matches central differences; along the
+    system's own f, the potential energy's rate is minus the power (energy conservation) and the
+    temperature's is 2 A / (3 (A - 1)) times it, exactly."""
+    model = thermodynamic_model
+    constants = model.constants(states)
+    J = encoder_jacobian(model, states, constants)
+    assert J.shape == (3, 6, 6 * ATOMS)
+    generator = torch.Generator().manual_seed(3)
+    step = 1e-6
+    with torch.no_grad():  # the pairs held fixed: the truncated LJ force jumps where a pair crosses r_c
+        direction = torch.randn(states.shape, generator=generator, dtype=torch.float64)
+        difference = (model.encode(states + step * direction, *constants) - model.encode(states - step * direction, *constants)) / (2 * step)
+    torch.testing.assert_close(torch.einsum("bdn,bn->bd", J, direction), difference, rtol=1e-6, atol=1e-6 * difference.abs().max().item())
+    with jax_x64(True):
+        force = torch.stack([torch.as_tensor(np.asarray(system.rhs(jnp.asarray(x.numpy())))) for x in states])
+    z, rate = latent_rate(model, states, force)
+    power = z[:, 2]
+    torch.testing.assert_close(rate[:, 1], -power, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(rate[:, 0], 2 * ATOMS * power / (3 * (ATOMS - 1)), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(rate, torch.einsum("bdn,bn->bd", J, force), rtol=1e-9, atol=1e-9 * rate.abs().max().item())
+
+
+def test_the_thermodynamic_closure_needs_the_particle_encoder_and_room_in_the_latent():
+    with pytest.raises(ConfigError, match=r"systems\.lennard_jones\.closure\.thermodynamic': needs 'systems\.lennard_jones\.closure\.encoder: particles'"):
+        validate({"systems": {"lennard_jones": {"closure": {"thermodynamic": True, "latent_dim": 4}}}})
+    with pytest.raises(ConfigError, match=r"systems\.lennard_jones\.closure\.latent_dim': 3 leaves no room for the 3 thermodynamic"):
+        validate({"systems": {"lennard_jones": {"closure": {"thermodynamic": True, "encoder": "particles", "latent_dim": 3}}}})
+    with pytest.raises(ConfigError, match=r"systems\.predator_prey\.closure\.thermodynamic': True is not one of \[False\]"):
+        validate({"systems": {"predator_prey": {"closure": {"thermodynamic": True}}}})
+    assert "thermodynamic" not in validate({"systems": {"lennard_jones": {}}})["systems"]["lennard_jones"]["closure"]
+
+
+def test_closure_and_training_run_with_only_thermodynamic_closure_variables(tmp_path):
+    """latent_dim 4: T and the three analytic variables, nothing learnt in the encoder, so the
+    condition penalty has no rows; the closure, L_z and L_x,p still run and J f is exact."""
+    trajectories = tmp_path / "train.zarr"
+    simulate("lennard_jones", settings_of(ATOMS, steps=10, save_every=5, trajectories={"train": 1, "test": 1}, dtype="float64"),
+             "train", str(trajectories), device="cpu", progress=False)
+    closure = tmp_path / "closure"
+    settings = {"encoder": "particles", "thermodynamic": True, "latent_dim": 4, "hidden": [8], "epochs": 1,
+                "batch_size": 3, "condition_rows": "closure"}
+    run_closure(str(trajectories), str(closure), settings, device="cpu", progress=False)
+    model, hparams, _ = load_closure(closure)
+    assert hparams["thermodynamic"] and isinstance(model.analytic_closure, ThermodynamicClosure) and model.n_fixed == 4
+    train_settings = {"epochs": 2, "batch_size": 2, "mlp": {"hidden": [8]}}
+    for loss, p in (("L_z", 1.0), ("L_xp", 0.0625)):
+        forces = tmp_path / f"forces_{p}.zarr"
+        sample(str(trajectories), str(forces), p, 0, {"configurations": 3, "batch_size": 3}, device="cpu", progress=False)
+        out = tmp_path / f"mlp_{loss}"
+        train(str(trajectories), str(forces), str(closure), str(out), "mlp", loss, 0, train_settings, device="cpu", progress=False)
+        assert (out / "model.pt").exists()

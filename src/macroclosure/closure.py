@@ -2,7 +2,9 @@
 
 The encoder maps a microscopic state x [..., N] to z = (phi*(x), phi_hat(x)) [..., d]; the
 decoder reconstructs what phi_hat reads: x itself (`closure.encoder: mlp`) or, for particle
-systems, symmetric pooled descriptors of x (`particles`, see descriptors.py). Training penalises the condition number of J J^T, J = dz/dx, so that
+systems, symmetric pooled descriptors of x (`particles`, see descriptors.py). With
+`closure.thermodynamic`, the first closure variables are analytic (potential energy, power and
+squared force per atom, descriptors.ThermodynamicClosure) and only the rest are learnt. Training penalises the condition number of J J^T, J = dz/dx, so that
 the pseudo-inverse J^+ used by the micro-space losses stays well behaved.
 """
 
@@ -19,7 +21,7 @@ from torch.func import jacrev, vmap
 from tqdm import tqdm
 
 from macroclosure.config import complete_section
-from macroclosure.descriptors import PooledDescriptors, particle_box
+from macroclosure.descriptors import PooledDescriptors, ThermodynamicClosure, particle_box
 from macroclosure.dynamics import feedforward
 from macroclosure.history import write_history
 from macroclosure.normalisation import Normalisation, fit_normalisation
@@ -58,8 +60,10 @@ class Autoencoder(nn.Module):
 
     The inputs are `inputs(x, *inputs.constants(x))`: x itself for the MLP encoder (the
     default), the pooled descriptors for the particle encoder (descriptors.PooledDescriptors),
-    whose neighbour pairs are the constants. The decoder reconstructs what the closure
-    network reads, so an invariant encoder has an invariant target. `x_mean` and `x_std` are
+    whose neighbour pairs are the constants. `analytic_closure` (optional) adds closure variables
+    that are functions of x and those constants, placed between the observables and the learnt
+    ones; together with the observables they are the fixed rows of z (`n_fixed`). The decoder
+    reconstructs what the closure network reads, so an invariant encoder has an invariant target. `x_mean` and `x_std` are
     the inputs' training statistics (buffers in the state_dict, in the default dtype,
     defaulting to 0 and 1), named so from when the inputs were always x.
     """
@@ -74,6 +78,7 @@ class Autoencoder(nn.Module):
         x_mean: Tensor | None = None,
         x_std: Tensor | None = None,
         inputs: nn.Module | None = None,
+        analytic_closure: nn.Module | None = None,
     ):
         super().__init__()
         if latent_dim <= n_observables:
@@ -86,12 +91,16 @@ class Autoencoder(nn.Module):
         self.latent_dim = latent_dim
         self.n_dof = n_dof
         self.inputs = StateInputs(n_dof) if inputs is None else inputs
+        self.analytic_closure = analytic_closure
+        self.n_fixed = n_observables + (0 if analytic_closure is None else analytic_closure.size)
+        if latent_dim < self.n_fixed:
+            raise ValueError(f"latent_dim ({latent_dim}) is smaller than the {self.n_fixed} observables and analytic closure variables")
         dtype = torch.get_default_dtype()
         mean = torch.zeros(self.inputs.size) if x_mean is None else x_mean
         std = torch.ones(self.inputs.size) if x_std is None else x_std
         self.register_buffer("x_mean", mean.detach().to(dtype).clone())
         self.register_buffer("x_std", std.detach().to(dtype).clone())
-        self.closure_net = feedforward([self.inputs.size, *hidden, latent_dim - n_observables], "softplus")
+        self.closure_net = feedforward([self.inputs.size, *hidden, latent_dim - self.n_fixed], "softplus")
         self.decoder_net = feedforward([latent_dim, *reversed(hidden), self.inputs.size], "softplus")
 
     def constants(self, x: Tensor) -> tuple[Tensor, ...]:
@@ -102,11 +111,19 @@ class Autoencoder(nn.Module):
         """What the closure network reads and the decoder reconstructs, [..., inputs.size]."""
         return (self.inputs(x, *(constants or self.constants(x))) - self.x_mean) / self.x_std
 
+    def fixed(self, x: Tensor, *constants: Tensor) -> Tensor:
+        """The rows of z no training changes [..., n_fixed]: the observables, then any analytic
+        closure variables."""
+        if self.analytic_closure is None:
+            return self.observables(x)
+        return torch.cat([self.observables(x), self.analytic_closure(x, *(constants or self.constants(x)))], dim=-1)
+
     def encode(self, x: Tensor, *constants: Tensor) -> Tensor:
-        """z [..., latent_dim]: the observables first, then the learnt closure variables.
+        """z [..., latent_dim]: the fixed rows first, then the learnt closure variables.
         `constants` (from `constants(x)`) must be given where x is traced by torch.func."""
+        constants = constants or self.constants(x)
         closure = self.closure_net(self.standardised_inputs(x, *constants))
-        return torch.cat([self.observables(x), closure], dim=-1)
+        return torch.cat([self.fixed(x, *constants), closure], dim=-1)
 
     def decode(self, z: Tensor) -> Tensor:
         """Reconstructed standardised inputs [..., inputs.size]."""
@@ -116,9 +133,13 @@ class Autoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
-def observable_jacobian(model: Autoencoder, x: Tensor) -> Tensor:
-    """d phi* / dx [B, n_observables, N]."""
-    return vmap(jacrev(model.observables))(x)
+def fixed_jacobian(model: Autoencoder, x: Tensor, constants: tuple[Tensor, ...]) -> Tensor:
+    """d fixed rows / dx [B, n_fixed, N]: the observables' by reverse mode, then the analytic
+    closure variables' own."""
+    rows = vmap(jacrev(model.observables))(x)
+    if model.analytic_closure is None:
+        return rows
+    return torch.cat([rows, model.analytic_closure.jacobian(x, *constants)], dim=1)
 
 
 def closure_net_jacobian(model: Autoencoder, standardised: Tensor) -> Tensor:
@@ -130,26 +151,27 @@ def closure_net_jacobian(model: Autoencoder, standardised: Tensor) -> Tensor:
 def encoder_jacobian(model: Autoencoder, x: Tensor, constants: tuple[Tensor, ...] | None = None) -> Tensor:
     """J = d encode / dx per sample, [B, N] -> [B, d, N]; differentiable w.r.t. parameters.
 
-    By the chain rule: the observables' rows, then (d closure_net / d inputs) (d inputs / dx),
+    By the chain rule: the fixed rows, then (d closure_net / d inputs) (d inputs / dx),
     where the inputs' Jacobian is x's identity (MLP encoder) or the descriptors' closed form
     (particle encoder). The inputs' constants are computed here unless given.
     """
     constants = model.constants(x) if constants is None else constants
     closure_rows = closure_net_jacobian(model, model.standardised_inputs(x, *constants))
     closure_rows = model.inputs.pull_back(closure_rows, x, *constants)
-    return torch.cat([observable_jacobian(model, x), closure_rows], dim=1)
+    return torch.cat([fixed_jacobian(model, x, constants), closure_rows], dim=1)
 
 
 class ClosureData(NamedTuple):
     """What the closure loss reads of each training state, computed once (`closure_data`): none
     of it holds parameters, so an epoch never passes over the microscopic state again.
 
-    With A_o = d observables / dx and A_i = d inputs / dx, J = (A_o; G A_i), G = d closure_net /
+    With A_o = d fixed rows / dx (observables, analytic closure variables) and A_i = d inputs / dx,
+    J = (A_o; G A_i), G = d closure_net /
     d inputs, and J J^T needs only the Gram blocks below. For the MLP encoder A_i is x's identity,
     so the cross block is A_o itself and the inputs' block is the identity (None).
     """
 
-    observables: Tensor  # phi*(x) [S, m]
+    observables: Tensor  # the fixed rows of z (phi*(x), analytic closure variables) [S, n_fixed]
     inputs: Tensor  # what the closure net reads, unstandardised [S, F]
     observable_gram: Tensor  # A_o A_o^T [S, m, m]
     cross_gram: Tensor  # A_o A_i^T [S, m, F]
@@ -173,11 +195,11 @@ def closure_data(model: Autoencoder, x: Tensor, batch_size: int, progress: bool 
     with torch.no_grad():
         for batch in batches:
             constants = model.constants(batch)
-            observable_rows = observable_jacobian(model, batch)
+            observable_rows = fixed_jacobian(model, batch, constants)
             inputs_jacobian = model.inputs.pull_back(None, batch, *constants)
             cross = observable_rows if inputs_jacobian is None else observable_rows @ inputs_jacobian.mT
             parts.append(ClosureData(
-                model.observables(batch), model.inputs(batch, *constants), observable_rows @ observable_rows.mT, cross,
+                model.fixed(batch, *constants), model.inputs(batch, *constants), observable_rows @ observable_rows.mT, cross,
                 None if inputs_jacobian is None else inputs_jacobian @ inputs_jacobian.mT,
             ))
     return ClosureData(*(None if part[0] is None else torch.cat(part) for part in zip(*parts)))
@@ -209,8 +231,11 @@ def autoencoder_loss(
     standardised = (data.inputs - model.x_mean) / model.x_std
     z = torch.cat([data.observables, model.closure_net(standardised)], dim=-1)
     reconstruction = (model.decode(z) - standardised).square().mean()
-    kappa = gram_condition_number(latent_gram(data, closure_net_jacobian(model, standardised)), penalty_rows)
-    condition = (kappa - 1).square().mean()
+    gram = latent_gram(data, closure_net_jacobian(model, standardised))
+    if not range(gram.shape[-1])[penalty_rows or slice(None)]:  # the closure rows are all analytic: nothing to condition
+        condition = torch.zeros((), dtype=gram.dtype, device=gram.device)
+    else:
+        condition = (gram_condition_number(gram, penalty_rows) - 1).square().mean()
     return {
         "total": reconstruction + condition_weight * condition,
         "reconstruction": reconstruction,
@@ -290,6 +315,7 @@ def encoder_of(settings: dict) -> str:
 def build_autoencoder(hparams: dict) -> Autoencoder:
     """The (untrained) autoencoder described by a closure's hyper-parameters."""
     system = build_system(hparams["system"], hparams["system_settings"])
+    analytic = ThermodynamicClosure(particle_box(system)) if hparams.get("thermodynamic", False) else None
     return Autoencoder(
         n_dof=system.dims.dof,
         latent_dim=hparams["latent_dim"],
@@ -297,6 +323,7 @@ def build_autoencoder(hparams: dict) -> Autoencoder:
         n_observables=system.dims.observables,
         hidden=hparams["hidden"],
         inputs=ENCODER_INPUTS[encoder_of(hparams)](system),
+        analytic_closure=analytic,
     )
 
 
@@ -334,6 +361,7 @@ def run_closure(trajectories: str, out: str, settings: dict, device: str = "auto
         "latent_dim": settings["latent_dim"],
         "hidden": settings["hidden"],
         "encoder": encoder_of(settings),
+        "thermodynamic": settings.get("thermodynamic", False),
     }
     torch_used = torch_device(device)
     hparams["provenance"] = provenance(settings, settings["seed"], str(torch_used))
@@ -352,7 +380,7 @@ def run_closure(trajectories: str, out: str, settings: dict, device: str = "auto
         epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
         weight_decay=settings["weight_decay"], condition_weight=settings["condition_weight"],
         seed=settings["seed"], progress=progress,
-        penalty_rows=slice(system.dims.observables, None) if settings["condition_rows"] == "closure" else None,
+        penalty_rows=slice(model.n_fixed, None) if settings["condition_rows"] == "closure" else None,
     )
     hparams["train_wall_seconds"] = time.perf_counter() - start
     model = model.cpu().eval()

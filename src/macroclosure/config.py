@@ -182,7 +182,7 @@ def check_semantics(config: dict) -> None:
                 f"config key '{prefix}.closure.latent_dim': {latent} must be larger than the "
                 f"number of observables ({dims.observables}) to leave room for a closure"
             )
-        problems += encoder_problems(system["closure"], f"{prefix}.closure")
+        problems += encoder_problems(system["closure"], f"{prefix}.closure", observables=dims.observables)
         for p in system["sample"]["fractions"]:
             if fraction_count(p, dims.units) < 1:
                 problems.append(
@@ -250,7 +250,7 @@ def efficiency_problems(config: dict) -> list[str]:
             found += [f"config key '{prefix}.fractions': p = {p} samples no {dims.unit} of {dims.units} at size {size}"
                       for p in grid["fractions"] if fraction_count(p, dims.units) < 1]
             closure = section_at(grid, "closure", size)
-            found += encoder_problems(closure, f"{prefix}.closure", f" at size {size}")
+            found += encoder_problems(closure, f"{prefix}.closure", f" at size {size}", dims.observables)
             latent_dim = closure["latent_dim"]
             if latent_dim <= dims.observables:
                 found.append(f"config key '{prefix}.closure.latent_dim': {latent_dim} must be larger "
@@ -271,17 +271,25 @@ def override_problems(system: str, grid: dict, prefix: str) -> list[str]:
     return found
 
 
-def encoder_problems(closure: dict, key: str, where: str = "") -> list[str]:
+def encoder_problems(closure: dict, key: str, where: str = "", observables: int = 1) -> list[str]:
     """The particle encoder's limit: d latent variables need at least d independent inputs, so
-    latent_dim can be at most the number of pooled descriptors."""
-    if closure.get("encoder") != "particles":
-        return []
-    from macroclosure.descriptors import POOLED_FEATURES
+    latent_dim can be at most the number of pooled descriptors. The thermodynamic closure reads
+    the particle encoder's neighbour pairs and takes three latent variables beside the observables."""
+    from macroclosure.descriptors import POOLED_FEATURES, ThermodynamicClosure
 
-    if closure["latent_dim"] <= POOLED_FEATURES:
-        return []
-    return [f"config key '{key}.latent_dim': {closure['latent_dim']} exceeds the {POOLED_FEATURES} pooled "
-            f"descriptors the particles encoder reads{where}, so J would be rank deficient"]
+    found = []
+    if closure.get("thermodynamic", False):
+        if closure.get("encoder") != "particles":
+            found.append(f"config key '{key}.thermodynamic': needs '{key}.encoder: particles' (it reads that "
+                         f"encoder's neighbour pairs){where}")
+        if closure["latent_dim"] < observables + ThermodynamicClosure.size:
+            found.append(f"config key '{key}.latent_dim': {closure['latent_dim']} leaves no room for the "
+                         f"{ThermodynamicClosure.size} thermodynamic closure variables beside {observables} "
+                         f"observable(s){where}")
+    if closure.get("encoder") == "particles" and closure["latent_dim"] > POOLED_FEATURES:
+        found.append(f"config key '{key}.latent_dim': {closure['latent_dim']} exceeds the {POOLED_FEATURES} pooled "
+                     f"descriptors the particles encoder reads{where}, so J would be rank deficient")
+    return found
 
 
 def load_config(path: str | Path) -> dict:

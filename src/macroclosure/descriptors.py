@@ -206,7 +206,7 @@ def pooled_pull_back(rows: Tensor | None, x: Tensor, pairs: Tensor, real: Tensor
     units = torch.where(real.unsqueeze(-1), separations / r.unsqueeze(-1), 0.0)
     d_positions = to_both_atoms(along_r.unsqueeze(-1) * units.unsqueeze(-2), pairs, box.atoms, sign=-1.0)
     d_velocities = along_v.unsqueeze(-1) * velocities.unsqueeze(-2)
-    return torch.cat([d_positions, d_velocities], dim=1).permute(0, 2, 1, 3).reshape(len(x), along_v.shape[-1], -1) / box.atoms
+    return torch.cat([d_positions, d_velocities], dim=1).permute(0, 2, 1, 3).reshape(len(x), along_v.shape[-1], x.shape[-1]) / box.atoms
 
 
 class PooledDescriptors(nn.Module):
@@ -239,3 +239,48 @@ class PooledDescriptors(nn.Module):
         parts = zip(*(part.split(per_pass) for part in (x, pairs, real)))
         row_parts = [None] * len(x) if rows is None else rows.split(per_pass)
         return torch.cat([pooled_pull_back(part_rows, *part, self.box) for part_rows, part in zip(row_parts, parts)])
+
+
+# --- thermodynamic closure variables (`closure.thermodynamic`) ---------------------------------
+THERMODYNAMIC_VARIABLES = ("potential energy per atom", "power per atom", "squared force per atom")
+
+
+def thermodynamic_variables(x: Tensor, pairs: Tensor, real: Tensor, box: ParticleBox) -> Tensor:
+    """[B, N] -> [B, 3]: U / A, sum_a v_a . F_a / A and sum_a |F_a|^2 / A of the system's pair
+    potential (truncated LJ, minimum image) from the neighbour pairs. In NVE (m = 1) the power is
+    minus the potential energy's rate and 3 (A - 1) / (2 A) times the temperature's, so with T
+    these close the energy exchange the temperature follows from a minimised start. The forces
+    come from torch.func.grad, so J (reverse over reverse) and J f (forward over reverse) compose."""
+    positions, velocities = split_state(x, box.atoms)
+    forces = -torch.func.grad(lambda moved: potential_energies(moved, pairs, real, box).sum())(positions)
+    energies = potential_energies(positions, pairs, real, box)
+    return torch.stack([energies, (velocities * forces).sum((-2, -1)), forces.square().sum((-2, -1))], dim=-1) / box.atoms
+
+
+def potential_energies(positions: Tensor, pairs: Tensor, real: Tensor, box: ParticleBox) -> Tensor:
+    """U [B] of positions [B, A, 3] from their neighbour pairs."""
+    return lennard_jones_energy(minimum_image_distances(positions, pairs, real, box.box_length), box.r_cutoff).sum(-1)
+
+
+class ThermodynamicClosure(nn.Module):
+    """Closure variables that need no training (`closure.thermodynamic`): THERMODYNAMIC_VARIABLES
+    of a particle state, read with the particle encoder's neighbour pairs, their Jacobian by
+    reverse mode. Pooled over atoms, so invariant as the descriptors are, and linear in atoms."""
+
+    size = len(THERMODYNAMIC_VARIABLES)
+
+    def __init__(self, box: ParticleBox):
+        super().__init__()
+        self.box = box
+
+    def forward(self, x: Tensor, pairs: Tensor, real: Tensor) -> Tensor:
+        return thermodynamic_variables(x, pairs, real, self.box)
+
+    def one_state(self, x: Tensor, pairs: Tensor, real: Tensor) -> Tensor:
+        return thermodynamic_variables(x[None], pairs[None], real[None], self.box)[0]
+
+    def jacobian(self, x: Tensor, pairs: Tensor, real: Tensor) -> Tensor:
+        """d variables / dx [B, 3, N], in passes of PooledDescriptors.states_per_pass states."""
+        per_pass = PooledDescriptors(self.box).states_per_pass()
+        parts = zip(*(part.split(per_pass) for part in (x, pairs, real)))
+        return torch.cat([torch.func.vmap(torch.func.jacrev(self.one_state))(*part) for part in parts])
