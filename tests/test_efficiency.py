@@ -114,8 +114,9 @@ def test_a_bad_setting_for_some_sizes_names_its_key(override, key):
 # ---------------------------------------------------------------------------------------
 # Aggregation on hand-made metrics
 # ---------------------------------------------------------------------------------------
-def write_metrics(root: Path, run: Run, errors: list[float], units: int, wall: float = 1.0) -> str:
-    """A metrics.json as `evaluate` writes it, at the path the efficiency rules give the run."""
+def write_metrics(root: Path, run: Run, errors: list[float], units: int, wall: float = 1.0, record_units: bool = False) -> str:
+    """A metrics.json as `evaluate` writes it, at the path the efficiency rules give the run
+    (with `units` as evaluate now records it, or without, as metrics written before)."""
     k = units if run.subset == "p1" else int(run.subset[1:]) if run.subset[0] == "k" else round(float(run.subset[1:]) * units)
     path = root / "efficiency" / run.folder / "evaluation" / run.name / "metrics.json"
     path.parent.mkdir(parents=True)
@@ -124,8 +125,23 @@ def write_metrics(root: Path, run: Run, errors: list[float], units: int, wall: f
         "configurations": run.configurations, "force_evaluations": run.configurations * k, "force_unit": "atom",
         "force_wall_seconds": wall * run.configurations * k, "train_wall_seconds": 1.0,
         "rollout_error": float(np.mean(errors)), "member_rollout_errors": errors,
-    }))
+    } | ({"units": units} if record_units else {})))
     return str(path)
+
+
+def test_the_size_in_units_is_the_recorded_one_where_p_times_units_is_not_whole(tmp_path):
+    """41 of 1 024 values (p = 0.04) give evaluations / (configurations p) = 1 025: the recorded
+    units keep the partial-force curve at the L_z curve's size, so their ratio can be formed."""
+    def as_sampled(path: str) -> str:  # the force store records the fraction asked for, not k / units
+        record = json.loads(Path(path).read_text())
+        Path(path).write_text(json.dumps(record | {"p": 0.04 if record["p"] < 1 else 1.0}))
+        return path
+
+    paths = [as_sampled(write_metrics(tmp_path, Run("allen_cahn", 32, "onsager", loss, subset, 100, 0), [1e-3], 1024, record_units=True))
+             for loss, subset in (("L_z", "p1"), ("L_xp", "p0.04"))]
+    assert load_runs(paths)["units"].tolist() == [1024, 1024]
+    old = as_sampled(write_metrics(tmp_path, Run("allen_cahn", 32, "onsager", "L_xp", "p0.04", 100, 1), [1e-3], 1024))
+    assert load_runs([old])["units"].tolist() == [1025]  # the fallback's known limit
 
 
 # (size, loss, subset) -> error per training-set size 100, 200, 400 (the same for both seeds unless a pair)

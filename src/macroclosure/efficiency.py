@@ -39,9 +39,12 @@ PUBLISHED = {
 
 
 def load_runs(paths: list[str]) -> pd.DataFrame:
-    """One row per trained model (run x ensemble member): its run, metrics and size in units."""
+    """One row per trained model (run x ensemble member): its run, metrics and size in units.
+    The size is the metrics' own `units`; metrics written before they carried it give it as
+    evaluations / (configurations p), which is exact only where p x units is a whole number."""
     rows = pd.concat([load_metrics([path]).assign(**run_of(path)._asdict()) for path in paths], ignore_index=True)
-    rows["units"] = (rows["force_evaluations"] / (rows["configurations"] * rows["p"])).round().astype(int)
+    inferred = (rows["force_evaluations"] / (rows["configurations"] * rows["p"])).round()
+    rows["units"] = (rows["units"].fillna(inferred) if "units" in rows else inferred).astype(int)
     return rows
 
 

@@ -89,6 +89,7 @@ def evaluate(model_dir: str, closure: str, trajectories: str, out: str, settings
         "rollout_error_per_trajectory": errors.tolist(),
         "ensemble": len(members),
         "test_trajectories": int(errors.shape[1]),
+        "units": system.dims.units,
     }
     names = list(system.observable_names) + [f"closure {i + 1}" for i in range(truth.shape[-1] - m)]
     shown = settings["plot_trajectories"]
