@@ -276,11 +276,25 @@ class ThermodynamicClosure(nn.Module):
     def forward(self, x: Tensor, pairs: Tensor, real: Tensor) -> Tensor:
         return thermodynamic_variables(x, pairs, real, self.box)
 
-    def one_state(self, x: Tensor, pairs: Tensor, real: Tensor) -> Tensor:
-        return thermodynamic_variables(x[None], pairs[None], real[None], self.box)[0]
-
     def jacobian(self, x: Tensor, pairs: Tensor, real: Tensor) -> Tensor:
         """d variables / dx [B, 3, N], in passes of PooledDescriptors.states_per_pass states."""
         per_pass = PooledDescriptors(self.box).states_per_pass()
         parts = zip(*(part.split(per_pass) for part in (x, pairs, real)))
-        return torch.cat([torch.func.vmap(torch.func.jacrev(self.one_state))(*part) for part in parts])
+        return torch.cat([thermodynamic_jacobian(*part, self.box) for part in parts])
+
+
+def thermodynamic_jacobian(x: Tensor, pairs: Tensor, real: Tensor, box: ParticleBox) -> Tensor:
+    """d (u, p, w) / dx [B, 3, N] in closed form from F = -grad U and two Hessian-vector products
+    (forward over reverse), instead of three reverse passes through the forces:
+    du = (-F, 0) / A, dp = (-H v, F) / A, dw = (-2 H F, 0) / A over (positions, velocities)."""
+    positions, velocities = split_state(x, box.atoms)
+
+    def energy_gradient(moved: Tensor) -> Tensor:
+        return torch.func.grad(lambda at: potential_energies(at, pairs, real, box).sum())(moved)
+
+    forces = -energy_gradient(positions)
+    _, along_velocities = torch.func.jvp(energy_gradient, (positions,), (velocities,))
+    _, along_forces = torch.func.jvp(energy_gradient, (positions,), (forces,))
+    zeros = torch.zeros_like(forces)
+    rows = [(-forces, zeros), (-along_velocities, forces), (-2.0 * along_forces, zeros)]
+    return torch.stack([torch.cat([d_positions.flatten(1), d_velocities.flatten(1)], 1) for d_positions, d_velocities in rows], 1) / box.atoms
