@@ -22,11 +22,12 @@ from macroclosure.closure import (
     closure_data,
     closure_net_jacobian,
     latent_gram,
+    latent_names,
     load_closure,
     run_closure,
 )
 from macroclosure.config import ConfigError, complete_section, validate
-from macroclosure.descriptors import POOLED_FEATURES, PooledDescriptors, ThermodynamicClosure, neighbour_pairs, particle_box
+from macroclosure.descriptors import POOLED_FEATURES, THERMODYNAMIC_VARIABLES, PooledDescriptors, ThermodynamicClosure, neighbour_pairs, particle_box
 from macroclosure.sampling import sample
 from macroclosure.simulate import simulate
 from macroclosure.systems import build_system
@@ -307,6 +308,7 @@ def test_closure_and_training_run_with_only_thermodynamic_closure_variables(tmp_
     run_closure(str(trajectories), str(closure), settings, device="cpu", progress=False)
     model, hparams, _ = load_closure(closure)
     assert hparams["thermodynamic"] and isinstance(model.analytic_closure, ThermodynamicClosure) and model.n_fixed == 4
+    assert latent_names(model, ["temperature"]) == ["temperature", *THERMODYNAMIC_VARIABLES]
     train_settings = {"epochs": 2, "batch_size": 2, "mlp": {"hidden": [8]}}
     for loss, p in (("L_z", 1.0), ("L_xp", 0.0625)):
         forces = tmp_path / f"forces_{p}.zarr"

@@ -142,6 +142,13 @@ def fixed_jacobian(model: Autoencoder, x: Tensor, constants: tuple[Tensor, ...])
     return torch.cat([rows, model.analytic_closure.jacobian(x, *constants)], dim=1)
 
 
+def latent_names(model: Autoencoder, observable_names: Sequence[str]) -> list[str]:
+    """What each component of z is, for figures: the observables, the analytic closure variables,
+    then the learnt ones as 'closure 1', 'closure 2', ..."""
+    analytic = [] if model.analytic_closure is None else list(model.analytic_closure.names)
+    return [*observable_names, *analytic, *(f"closure {i + 1}" for i in range(model.latent_dim - model.n_fixed))]
+
+
 def closure_net_jacobian(model: Autoencoder, standardised: Tensor) -> Tensor:
     """d closure_net / d inputs [B, d - n_observables, inputs.size] at the standardised inputs,
     standardisation included; differentiable w.r.t. parameters."""

@@ -268,6 +268,7 @@ class ThermodynamicClosure(nn.Module):
     reverse mode. Pooled over atoms, so invariant as the descriptors are, and linear in atoms."""
 
     size = len(THERMODYNAMIC_VARIABLES)
+    names = THERMODYNAMIC_VARIABLES
 
     def __init__(self, box: ParticleBox):
         super().__init__()

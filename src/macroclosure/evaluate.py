@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from macroclosure.closure import encode_trajectories, load_closure  # noqa: E402
+from macroclosure.closure import encode_trajectories, latent_names, load_closure  # noqa: E402
 from macroclosure.config import complete_section  # noqa: E402
 from macroclosure.dynamics import rk4_rollout  # noqa: E402
 from macroclosure.metric import relative_rollout_error  # noqa: E402
@@ -91,7 +91,7 @@ def evaluate(model_dir: str, closure: str, trajectories: str, out: str, settings
         "test_trajectories": int(errors.shape[1]),
         "units": system.dims.units,
     }
-    names = list(system.observable_names) + [f"closure {i + 1}" for i in range(truth.shape[-1] - m)]
+    names = latent_names(autoencoder, system.observable_names)
     shown = settings["plot_trajectories"]
     spread = f" ± {member_errors.std():.1e} over {len(members)} members" if len(members) > 1 else ""
     title = (f"{hparams['system']}: {hparams['model']} {hparams['loss']} p={hparams['p']:g} seed {hparams['seed']}, "
