@@ -179,16 +179,15 @@ def test_the_encoder_defaults_to_the_mlp_without_filling_the_key():
 
 
 # --- the stages ---------------------------------------------------------------------------
-def test_closure_and_training_run_with_the_particle_encoder(tmp_path):
+def closure_then_training(tmp_path, closure_settings: dict):
+    """Simulate a tiny store, fit the closure with these settings, then train an MLP with L_z and
+    with L_x,p (50 of 800 atoms' fraction) on it; returns the loaded closure and its hyper-parameters."""
     trajectories = tmp_path / "train.zarr"
     simulate("lennard_jones", settings_of(ATOMS, steps=10, save_every=5, trajectories={"train": 1, "test": 1}, dtype="float64"),
              "train", str(trajectories), device="cpu", progress=False)
     closure = tmp_path / "closure"
-    settings = {"encoder": "particles", "latent_dim": 3, "hidden": [8], "epochs": 1, "batch_size": 3, "condition_rows": "closure"}
+    settings = {"encoder": "particles", "hidden": [8], "epochs": 1, "batch_size": 3, "condition_rows": "closure"} | closure_settings
     run_closure(str(trajectories), str(closure), settings, device="cpu", progress=False)
-    model, hparams, _ = load_closure(closure)
-    assert hparams["encoder"] == "particles" and isinstance(model.inputs, PooledDescriptors)
-    assert torch.all(model.x_std != 1)  # the descriptors' statistics were fitted and saved
     train_settings = {"epochs": 2, "batch_size": 2, "mlp": {"hidden": [8]}}
     for loss, p in (("L_z", 1.0), ("L_xp", 0.0625)):
         forces = tmp_path / f"forces_{p}.zarr"
@@ -196,6 +195,14 @@ def test_closure_and_training_run_with_the_particle_encoder(tmp_path):
         out = tmp_path / f"mlp_{loss}"
         train(str(trajectories), str(forces), str(closure), str(out), "mlp", loss, 0, train_settings, device="cpu", progress=False)
         assert (out / "model.pt").exists()
+    model, hparams, _ = load_closure(closure)
+    return model, hparams
+
+
+def test_closure_and_training_run_with_the_particle_encoder(tmp_path):
+    model, hparams = closure_then_training(tmp_path, {"latent_dim": 3})
+    assert hparams["encoder"] == "particles" and isinstance(model.inputs, PooledDescriptors)
+    assert torch.all(model.x_std != 1)  # the descriptors' statistics were fitted and saved
 
 
 def test_the_descriptor_pair_energy_is_the_systems_potential():
@@ -298,21 +305,7 @@ def test_the_thermodynamic_closure_needs_the_particle_encoder_and_room_in_the_la
 
 def test_closure_and_training_run_with_only_thermodynamic_closure_variables(tmp_path):
     """latent_dim 4: T and the three analytic variables, nothing learnt in the encoder, so the
-    condition penalty has no rows; the closure, L_z and L_x,p still run and J f is exact."""
-    trajectories = tmp_path / "train.zarr"
-    simulate("lennard_jones", settings_of(ATOMS, steps=10, save_every=5, trajectories={"train": 1, "test": 1}, dtype="float64"),
-             "train", str(trajectories), device="cpu", progress=False)
-    closure = tmp_path / "closure"
-    settings = {"encoder": "particles", "thermodynamic": True, "latent_dim": 4, "hidden": [8], "epochs": 1,
-                "batch_size": 3, "condition_rows": "closure"}
-    run_closure(str(trajectories), str(closure), settings, device="cpu", progress=False)
-    model, hparams, _ = load_closure(closure)
+    condition penalty has no rows; the closure, L_z and L_x,p still run."""
+    model, hparams = closure_then_training(tmp_path, {"thermodynamic": True, "latent_dim": 4})
     assert hparams["thermodynamic"] and isinstance(model.analytic_closure, ThermodynamicClosure) and model.n_fixed == 4
     assert latent_names(model, ["temperature"]) == ["temperature", *THERMODYNAMIC_VARIABLES]
-    train_settings = {"epochs": 2, "batch_size": 2, "mlp": {"hidden": [8]}}
-    for loss, p in (("L_z", 1.0), ("L_xp", 0.0625)):
-        forces = tmp_path / f"forces_{p}.zarr"
-        sample(str(trajectories), str(forces), p, 0, {"configurations": 3, "batch_size": 3}, device="cpu", progress=False)
-        out = tmp_path / f"mlp_{loss}"
-        train(str(trajectories), str(forces), str(closure), str(out), "mlp", loss, 0, train_settings, device="cpu", progress=False)
-        assert (out / "model.pt").exists()
