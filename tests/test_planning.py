@@ -66,9 +66,10 @@ def test_equal_budget_runs_are_lz_on_p_times_the_configurations_for_every_partia
     assert with_configurations(spec, "200")["sample"]["configurations"] == 200
 
 
-def test_lzp_trains_at_every_partial_fraction_and_shares_l_xps_equal_budget_runs():
-    spec = spec_of(sample={"fractions": [0.2, 0.25, 1.0], "configurations": 1000}, train={"losses": ["L_z", "L_xp", "L_zp"]})
-    assert training_runs(spec) == [("L_z", 1.0), ("L_xp", 0.2), ("L_xp", 0.25), ("L_zp", 0.2), ("L_zp", 0.25)]
+def test_lzp_and_lzu_train_at_every_partial_fraction_and_share_l_xps_equal_budget_runs():
+    spec = spec_of(sample={"fractions": [0.2, 0.25, 1.0], "configurations": 1000}, train={"losses": ["L_z", "L_xp", "L_zp", "L_zu"]})
+    assert training_runs(spec) == [("L_z", 1.0), ("L_xp", 0.2), ("L_xp", 0.25), ("L_zp", 0.2), ("L_zp", 0.25),
+                                   ("L_zu", 0.2), ("L_zu", 0.25)]
     assert budget_runs(spec) == [(0.2, 200), (0.25, 250)]  # one L_z run per budget, not one per partial loss
 
 

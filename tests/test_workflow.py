@@ -19,6 +19,7 @@ import xarray as xr
 import yaml
 
 from macroclosure.store import open_store
+from macroclosure.systems import system_of
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 USER_MODULES = Path(__file__).resolve().parent  # where heat_equation, a user's own system, is importable
@@ -380,6 +381,35 @@ def test_lzp_targets_from_full_forces_are_l_zs_and_it_trains_from_a_partial_stor
                     "--out", str(tmp_path / "model"), "--no-progress"], check=True, capture_output=True)
     hparams = json.loads((tmp_path / "model/hparams.json").read_text())
     assert (hparams["loss"], hparams["p"]) == ("L_zp", 0.2)
+
+
+def test_lzu_targets_average_to_j_f_over_a_partition_of_the_units_and_it_trains_from_a_partial_store(pipeline, tmp_path):
+    """L_z,u's estimate (N / k) J[:, I] f_I is unbiased: over 5 disjoint subsets of N / 5 of the N
+    coordinates (each drawn with probability 1/5 as any subset is) it averages to J f exactly; from the
+    p = 0.2 store it trains and records itself."""
+    import torch
+
+    from macroclosure.closure import load_closure
+    from macroclosure.train import latent_rate, sampled_rate
+
+    results = pipeline / "results/predator_prey"
+    autoencoder = load_closure(results / "closure")[0].double()
+    trajectories = open_store(results / "trajectories/train.zarr", "trajectories")
+    system = system_of(trajectories)
+    x = torch.as_tensor(trajectories["state"].values[:3, 5], dtype=torch.float64)
+    force = torch.stack([torch.as_tensor(np.asarray(system.rhs(state.numpy())), dtype=torch.float64) for state in x])
+    blocks = torch.randperm(x.shape[1], generator=torch.Generator().manual_seed(0)).reshape(5, -1)
+    estimates = [sampled_rate(autoencoder, x, block.expand(3, -1), force[:, block])[1] for block in blocks]
+    exact = latent_rate(autoencoder, x, force)[1]
+    torch.testing.assert_close(torch.stack(estimates).mean(0), exact, rtol=1e-10, atol=1e-12)
+    assert (estimates[0] - exact).abs().max() > 1e-6  # one subset alone is only an estimate
+    settings = json.dumps(TINY["systems"]["predator_prey"]["train"])
+    subprocess.run([str(BIN / "macroclosure"), "train", "--trajectories", str(results / "trajectories/train.zarr"),
+                    "--forces", str(results / "forces/p0.2/seed0.zarr"), "--closure", str(results / "closure"),
+                    "--model", "mlp", "--loss", "L_zu", "--seed", "0", "--settings", settings, "--device", "cpu",
+                    "--out", str(tmp_path / "model"), "--no-progress"], check=True, capture_output=True)
+    hparams = json.loads((tmp_path / "model/hparams.json").read_text())
+    assert (hparams["loss"], hparams["p"]) == ("L_zu", 0.2)
 
 
 def test_cli_stage_alone_reproduces_the_rule_output(pipeline, tmp_path):

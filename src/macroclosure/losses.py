@@ -1,4 +1,4 @@
-"""Training losses for the latent dynamics g (METHOD.md "Three losses for g_omega"), and L_z,p.
+"""Training losses for the latent dynamics g (METHOD.md "Three losses for g_omega"), L_z,p and L_z,u.
 
 g predicts standardised derivatives; callers convert them to physical dz/dt before the
 micro-space loss, which compares J^+ dz/dt with the microscopic forces.
@@ -10,6 +10,13 @@ it as L_z does (the identity in standardised units), so it is not skewed by how 
 scales the latent components. With every row the estimate is J f exactly (L_z); where f lies in
 J's row space (Allen-Cahn) it is J f from any rows; otherwise the force outside that space
 leaves noise of mean zero to O(1/k).
+
+L_z,u is L_z on the unbiased (Horvitz-Thompson) estimate of J f from the k sampled of n units,
+(n / k) sum_{u in I} J[:, rows(u)] f[rows(u)]: its mean over subsets is J f for every system, so
+E_I |g - estimate|^2 = |g - J f|^2 + its variance, and SGD minimises L_z. Unlike L_x,p and L_z,p it
+does not invert J (no J+, no least squares), so the force outside J's row space adds no noise of its
+own; the noise is the spread of the units' terms J[:, rows(u)] f[rows(u)], averaged out over
+configurations. One forward-mode pass per configuration, as L_z.
 """
 
 import torch
@@ -20,6 +27,7 @@ LOSSES = {
     "L_x": "micro-space loss |J+ g(z) - f|^2 on full forces",
     "L_xp": "micro-space loss on the forces of a random fraction p of the units (the method)",
     "L_zp": "latent loss on the least-squares dz/dt from the forces of a random fraction p of the units",
+    "L_zu": "latent loss on the unbiased estimate (n/k) J[:, I] f_I of dz/dt from the forces of a random fraction p of the units",
 }
 
 

@@ -33,7 +33,7 @@ from macroclosure.models import model_names
 from macroclosure.systems import dimensions, size_key
 
 FULL_FORCE_LOSSES = ("L_z", "L_x")
-PARTIAL_FORCE_LOSSES = ("L_xp", "L_zp")  # trained at every p < 1 (and every k)
+PARTIAL_FORCE_LOSSES = ("L_xp", "L_zp", "L_zu")  # trained at every p < 1 (and every k)
 SAMPLE_PLANNING_KEYS = ("fractions", "equal_budget")  # decide which sample jobs exist, not what one computes
 TRAIN_PLANNING_KEYS = ("models", "losses")  # decide which train jobs exist
 BUDGET_LOSS = "L_z"
@@ -79,7 +79,7 @@ def merged(base: dict, changes: dict) -> dict:
 
 
 def partial_fractions(system: dict) -> list[float]:
-    """The fractions p < 1 that the partial-force losses (L_xp, L_zp) train on."""
+    """The fractions p < 1 that the partial-force losses (PARTIAL_FORCE_LOSSES) train on."""
     return [p for p in system["sample"]["fractions"] if p < 1]
 
 

@@ -28,7 +28,7 @@ from macroclosure.runtime import log, provenance, torch_device
 from macroclosure.store import StoreError, atomic_directory, open_store, read, read_states
 
 JACOBIAN_BYTES = 256 * 2**20  # memory for one batch of float64 encoder Jacobians
-LATENT_LOSSES = ("L_z", "L_zp")  # compare g with a dz/dt target in standardised units
+LATENT_LOSSES = ("L_z", "L_zp", "L_zu")  # compare g with a dz/dt target in standardised units
 
 
 def latent_rate(encoder: Autoencoder, x: torch.Tensor, force: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,9 +38,17 @@ def latent_rate(encoder: Autoencoder, x: torch.Tensor, force: torch.Tensor) -> t
     return jvp(lambda states: encoder.encode(states, *constants), (x,), (force,))
 
 
+def sampled_rate(encoder: Autoencoder, x: torch.Tensor, rows: torch.Tensor, force: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """z and the unbiased estimate of J f from the forces on some rows, (N / k) J[:, rows] f_rows
+    per sample ([B, N], rows and force [B, k]): every unit holds the same number of rows, so N / k is
+    units over sampled units; with every row it is J f itself (L_z's target, L_z,u's otherwise)."""
+    sampled_force = torch.zeros_like(x).scatter_(1, rows, force) * (x.shape[1] / rows.shape[1])
+    return latent_rate(encoder, x, sampled_force)
+
+
 def training_tensors(autoencoder: Autoencoder, trajectories, forces, loss: str) -> dict[str, torch.Tensor]:
     """Per sample: z and either a latent target (J f for L_z, its least-squares estimate from
-    the computed rows for L_z,p) or the moments of the micro-space loss.
+    the computed rows for L_z,p, its unbiased estimate for L_z,u) or the moments of the micro-space loss.
 
     States are read and J [d, N] evaluated batch by batch (float64, so the pseudo-inverse
     rows are accurate), so memory stays bounded for large N. L_x and L_x,p keep only the
@@ -63,9 +71,8 @@ def training_tensors(autoencoder: Autoencoder, trajectories, forces, loss: str) 
         rows = batch.numpy()
         x = torch.as_tensor(read_states(trajectories, trajectory[rows], time_index[rows]), dtype=torch.float64)
         with torch.no_grad():
-            if loss == "L_z":
-                full_force = torch.zeros_like(x).scatter_(1, index[batch], force[batch])
-                z, rate = latent_rate(encoder, x, full_force)
+            if loss in ("L_z", "L_zu"):
+                z, rate = sampled_rate(encoder, x, index[batch], force[batch])
                 values = {"z": z.float(), "target": rate.float()}
             else:
                 values = {"z": encoder.encode(x).float()}
