@@ -122,6 +122,8 @@ class Autoencoder(nn.Module):
         """z [..., latent_dim]: the fixed rows first, then the learnt closure variables.
         `constants` (from `constants(x)`) must be given where x is traced by torch.func."""
         constants = constants or self.constants(x)
+        if self.latent_dim == self.n_fixed:  # nothing learnt: the inputs are not needed
+            return self.fixed(x, *constants)
         closure = self.closure_net(self.standardised_inputs(x, *constants))
         return torch.cat([self.fixed(x, *constants), closure], dim=-1)
 
@@ -163,6 +165,8 @@ def encoder_jacobian(model: Autoencoder, x: Tensor, constants: tuple[Tensor, ...
     (particle encoder). The inputs' constants are computed here unless given.
     """
     constants = model.constants(x) if constants is None else constants
+    if model.latent_dim == model.n_fixed:
+        return fixed_jacobian(model, x, constants)
     closure_rows = closure_net_jacobian(model, model.standardised_inputs(x, *constants))
     closure_rows = model.inputs.pull_back(closure_rows, x, *constants)
     return torch.cat([fixed_jacobian(model, x, constants), closure_rows], dim=1)
