@@ -293,6 +293,20 @@ def test_the_thermodynamic_closed_form_jacobian_equals_reverse_mode_autograd(the
     torch.testing.assert_close(got, reference, rtol=0, atol=1e-10 * reference.abs().max().item())
 
 
+def test_with_nothing_learnt_z_is_temperature_and_the_thermodynamic_variables_and_j_matches_differences(system, states):
+    box = particle_box(system)
+    model = Autoencoder(system.dims.dof, 4, system.observables, 1, hidden=(16,), inputs=PooledDescriptors(box),
+                        analytic_closure=ThermodynamicClosure(box)).double()
+    constants = model.constants(states)
+    with torch.no_grad():
+        z = model.encode(states, *constants)
+        direction = torch.randn(states.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+        difference = (model.encode(states + 1e-6 * direction, *constants) - model.encode(states - 1e-6 * direction, *constants)) / 2e-6
+    torch.testing.assert_close(z, torch.cat([system.observables(states), ThermodynamicClosure(box)(states, *constants)], 1))
+    J = encoder_jacobian(model, states, constants)
+    torch.testing.assert_close(torch.einsum("bdn,bn->bd", J, direction), difference, rtol=1e-6, atol=1e-6 * difference.abs().max().item())
+
+
 def test_the_thermodynamic_closure_needs_the_particle_encoder_and_room_in_the_latent():
     with pytest.raises(ConfigError, match=r"systems\.lennard_jones\.closure\.thermodynamic': needs 'systems\.lennard_jones\.closure\.encoder: particles'"):
         validate({"systems": {"lennard_jones": {"closure": {"thermodynamic": True, "latent_dim": 4}}}})
