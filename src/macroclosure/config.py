@@ -19,6 +19,7 @@ import jsonschema
 import yaml
 
 from macroclosure import systems
+from macroclosure.descriptor_counts import POOLED_FEATURES, THERMODYNAMIC_VARIABLES
 from macroclosure.models import MODELS, model_names
 from macroclosure.planning import (PARTIAL_FORCE_LOSSES, all_training_sets, budget_runs, fraction_count, imported_store,
                                    merged, partial_fractions, saved_states, section_at, simulate_settings, sizes)
@@ -275,16 +276,14 @@ def encoder_problems(closure: dict, key: str, where: str = "", observables: int 
     """The particle encoder's limit: d latent variables need at least d independent inputs, so
     latent_dim can be at most the number of pooled descriptors. The thermodynamic closure reads
     the particle encoder's neighbour pairs and takes three latent variables beside the observables."""
-    from macroclosure.descriptors import POOLED_FEATURES, ThermodynamicClosure
-
     found = []
     if closure.get("thermodynamic", False):
         if closure.get("encoder") != "particles":
             found.append(f"config key '{key}.thermodynamic': needs '{key}.encoder: particles' (it reads that "
                          f"encoder's neighbour pairs){where}")
-        if closure["latent_dim"] < observables + ThermodynamicClosure.size:
+        if closure["latent_dim"] < observables + len(THERMODYNAMIC_VARIABLES):
             found.append(f"config key '{key}.latent_dim': {closure['latent_dim']} leaves no room for the "
-                         f"{ThermodynamicClosure.size} thermodynamic closure variables beside {observables} "
+                         f"{len(THERMODYNAMIC_VARIABLES)} thermodynamic closure variables beside {observables} "
                          f"observable(s){where}")
     if closure.get("encoder") == "particles" and closure["latent_dim"] > POOLED_FEATURES:
         found.append(f"config key '{key}.latent_dim': {closure['latent_dim']} exceeds the {POOLED_FEATURES} pooled "

@@ -24,13 +24,10 @@ import vesin
 from torch import Tensor, nn
 from torch.func import jvp
 
-RADIAL_BASIS = 8  # Gaussians of the pair distance per atom (the per-pair work is ~ this)
+from macroclosure.descriptor_counts import DESCRIPTORS_PER_ATOM, POOLED_FEATURES, RADIAL_BASIS, THERMODYNAMIC_VARIABLES
+
 RADIAL_START = 0.8  # sigma; the first Gaussian's centre, just inside the closest LJ contact
-DESCRIPTORS_PER_ATOM = 2 + RADIAL_BASIS  # pair energy, kinetic energy, radial basis
 KINETIC = 1  # the per-atom descriptor not summed over pairs; the others are, in pair_features' order
-# means and mean products (p <= q) over atoms: pooled moments are per-atom work, cheap beside the
-# per-pair basis, and give more inputs than a latent dimension of 32 (published) needs
-POOLED_FEATURES = DESCRIPTORS_PER_ATOM + DESCRIPTORS_PER_ATOM * (DESCRIPTORS_PER_ATOM + 1) // 2
 PASS_BYTES = 128 * 2**20  # per-pair intermediates of one batched Jacobian pass
 PAIR_JACOBIAN_COPIES = 4  # [pairs, POOLED_FEATURES, 3] arrays alive at once in pooled_jacobian
 
@@ -242,7 +239,6 @@ class PooledDescriptors(nn.Module):
 
 
 # --- thermodynamic closure variables (`closure.thermodynamic`) ---------------------------------
-THERMODYNAMIC_VARIABLES = ("potential energy per atom", "power per atom", "squared force per atom")
 
 
 def thermodynamic_variables(x: Tensor, pairs: Tensor, real: Tensor, box: ParticleBox) -> Tensor:
