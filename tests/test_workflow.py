@@ -360,6 +360,17 @@ def test_training_again_gives_a_bit_identical_checkpoint(pipeline, tmp_path):
         assert all(torch.equal(mine[name], theirs[name]) for name in theirs)
 
 
+def assert_trains_from_the_partial_store(results: Path, loss: str, tmp_path: Path) -> None:
+    """`macroclosure train` with this loss on the tiny pipeline's p = 0.2 store runs and records the loss and p."""
+    settings = json.dumps(TINY["systems"]["predator_prey"]["train"])
+    subprocess.run([str(BIN / "macroclosure"), "train", "--trajectories", str(results / "trajectories/train.zarr"),
+                    "--forces", str(results / "forces/p0.2/seed0.zarr"), "--closure", str(results / "closure"),
+                    "--model", "mlp", "--loss", loss, "--seed", "0", "--settings", settings, "--device", "cpu",
+                    "--out", str(tmp_path / "model"), "--no-progress"], check=True, capture_output=True)
+    hparams = json.loads((tmp_path / "model/hparams.json").read_text())
+    assert (hparams["loss"], hparams["p"]) == (loss, 0.2)
+
+
 def test_lzp_targets_from_full_forces_are_l_zs_and_it_trains_from_a_partial_store(pipeline, tmp_path):
     """L_z,p's least-squares rate from every force row is J f (L_z's target); from the p = 0.2
     store it trains like any loss and records itself."""
@@ -374,13 +385,7 @@ def test_lzp_targets_from_full_forces_are_l_zs_and_it_trains_from_a_partial_stor
     full = open_store(results / "forces/p1/seed0.zarr", "forces")
     latent, estimated = (training_tensors(autoencoder, trajectories, full, loss) for loss in ("L_z", "L_zp"))
     torch.testing.assert_close(estimated["target"], latent["target"], rtol=1e-5, atol=1e-6)  # both float32
-    settings = json.dumps(TINY["systems"]["predator_prey"]["train"])
-    subprocess.run([str(BIN / "macroclosure"), "train", "--trajectories", str(results / "trajectories/train.zarr"),
-                    "--forces", str(results / "forces/p0.2/seed0.zarr"), "--closure", str(results / "closure"),
-                    "--model", "mlp", "--loss", "L_zp", "--seed", "0", "--settings", settings, "--device", "cpu",
-                    "--out", str(tmp_path / "model"), "--no-progress"], check=True, capture_output=True)
-    hparams = json.loads((tmp_path / "model/hparams.json").read_text())
-    assert (hparams["loss"], hparams["p"]) == ("L_zp", 0.2)
+    assert_trains_from_the_partial_store(results, "L_zp", tmp_path)
 
 
 def test_lzu_targets_average_to_j_f_over_a_partition_of_the_units_and_it_trains_from_a_partial_store(pipeline, tmp_path):
@@ -403,13 +408,7 @@ def test_lzu_targets_average_to_j_f_over_a_partition_of_the_units_and_it_trains_
     exact = latent_rate(autoencoder, x, force)[1]
     torch.testing.assert_close(torch.stack(estimates).mean(0), exact, rtol=1e-10, atol=1e-12)
     assert (estimates[0] - exact).abs().max() > 1e-6  # one subset alone is only an estimate
-    settings = json.dumps(TINY["systems"]["predator_prey"]["train"])
-    subprocess.run([str(BIN / "macroclosure"), "train", "--trajectories", str(results / "trajectories/train.zarr"),
-                    "--forces", str(results / "forces/p0.2/seed0.zarr"), "--closure", str(results / "closure"),
-                    "--model", "mlp", "--loss", "L_zu", "--seed", "0", "--settings", settings, "--device", "cpu",
-                    "--out", str(tmp_path / "model"), "--no-progress"], check=True, capture_output=True)
-    hparams = json.loads((tmp_path / "model/hparams.json").read_text())
-    assert (hparams["loss"], hparams["p"]) == ("L_zu", 0.2)
+    assert_trains_from_the_partial_store(results, "L_zu", tmp_path)
 
 
 def test_cli_stage_alone_reproduces_the_rule_output(pipeline, tmp_path):
