@@ -184,8 +184,8 @@ class ClosureData(NamedTuple):
 
     observables: Tensor  # the fixed rows of z (phi*(x), analytic closure variables) [S, n_fixed]
     inputs: Tensor  # what the closure net reads, unstandardised [S, F]
-    observable_gram: Tensor  # A_o A_o^T [S, m, m]
-    cross_gram: Tensor  # A_o A_i^T [S, m, F]
+    observable_gram: Tensor  # A_o A_o^T [S, n_fixed, n_fixed]
+    cross_gram: Tensor  # A_o A_i^T [S, n_fixed, F]
     inputs_gram: Tensor | None  # A_i A_i^T [S, F, F]; None: the identity
 
     def __getitem__(self, rows):

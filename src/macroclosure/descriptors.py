@@ -248,20 +248,25 @@ def thermodynamic_variables(x: Tensor, pairs: Tensor, real: Tensor, box: Particl
     these close the energy exchange the temperature follows from a minimised start. The forces
     come from torch.func.grad, so J (reverse over reverse) and J f (forward over reverse) compose."""
     positions, velocities = split_state(x, box.atoms)
-    forces = -torch.func.grad(lambda moved: potential_energies(moved, pairs, real, box).sum())(positions)
-    energies = potential_energies(positions, pairs, real, box)
+    gradient, energies = energy_gradient_and_energies(positions, pairs, real, box)
+    forces = -gradient
     return torch.stack([energies, (velocities * forces).sum((-2, -1)), forces.square().sum((-2, -1))], dim=-1) / box.atoms
 
 
-def potential_energies(positions: Tensor, pairs: Tensor, real: Tensor, box: ParticleBox) -> Tensor:
-    """U [B] of positions [B, A, 3] from their neighbour pairs."""
-    return lennard_jones_energy(minimum_image_distances(positions, pairs, real, box.box_length), box.r_cutoff).sum(-1)
+def energy_gradient_and_energies(positions: Tensor, pairs: Tensor, real: Tensor, box: ParticleBox) -> tuple[Tensor, Tensor]:
+    """grad U [B, A, 3] (= -F) and U [B] of positions [B, A, 3] from their neighbour pairs, in one
+    pass (torch.func.grad with the energies as auxiliary output, so it composes with jvp and jacrev)."""
+    def total(moved: Tensor) -> tuple[Tensor, Tensor]:
+        energies = lennard_jones_energy(minimum_image_distances(moved, pairs, real, box.box_length), box.r_cutoff).sum(-1)
+        return energies.sum(), energies
+
+    return torch.func.grad(total, has_aux=True)(positions)
 
 
 class ThermodynamicClosure(nn.Module):
     """Closure variables that need no training (`closure.thermodynamic`): THERMODYNAMIC_VARIABLES
-    of a particle state, read with the particle encoder's neighbour pairs, their Jacobian by
-    reverse mode. Pooled over atoms, so invariant as the descriptors are, and linear in atoms."""
+    of a particle state, read with the particle encoder's neighbour pairs, their Jacobian in
+    closed form (thermodynamic_jacobian). Pooled over atoms, so invariant as the descriptors are, and linear in atoms."""
 
     size = len(THERMODYNAMIC_VARIABLES)
     names = THERMODYNAMIC_VARIABLES
@@ -287,7 +292,7 @@ def thermodynamic_jacobian(x: Tensor, pairs: Tensor, real: Tensor, box: Particle
     positions, velocities = split_state(x, box.atoms)
 
     def energy_gradient(moved: Tensor) -> Tensor:
-        return torch.func.grad(lambda at: potential_energies(at, pairs, real, box).sum())(moved)
+        return energy_gradient_and_energies(moved, pairs, real, box)[0]
 
     forces = -energy_gradient(positions)
     _, along_velocities = torch.func.jvp(energy_gradient, (positions,), (velocities,))
