@@ -17,10 +17,12 @@ import yaml
 from test_workflow import TINY, planned_jobs, snakemake, write_config
 
 from macroclosure.config import ConfigError, validate
-from macroclosure.efficiency import efficiency, load_runs, markdown, ratios, summarise, to_tolerance
+from macroclosure.efficiency import (efficiency, load_runs, load_size_baselines, markdown, ratios, size_tolerances, summarise,
+                                     to_tolerance)
 from macroclosure.planning import Run, forces_fraction, plan, run_of, stage_spec, subsets
 
 GRID = {"configurations": [100, 400], "fractions": [0.2], "seeds": [0, 1]}
+LJ_TOLERANCES = {("lennard_jones", 800): 3e-3, ("lennard_jones", 2700): 3e-3}
 LJ_GRID = {"sizes": [256, 800], "configurations": [20, 40], "losses": ["L_z", "L_xp"], "fractions": [], "sampled_units": [50],
            "seeds": [0], "simulate": {"trajectories": {"train": 2, "test": 1}, "steps": 100, "save_every": 5}}
 
@@ -175,7 +177,7 @@ def test_points_are_mean_and_std_over_seeds(metrics):
 
 
 def test_smallest_training_set_below_tolerance_and_the_ratio(metrics):
-    reached = to_tolerance(summarise(load_runs(metrics)), {"lennard_jones": 3e-3}).set_index(["size", "loss"])
+    reached = to_tolerance(summarise(load_runs(metrics)), LJ_TOLERANCES).set_index(["size", "loss"])
     assert reached.loc[(800, "L_z"), "configurations"] == 200
     assert reached.loc[(800, "L_z"), "force_evaluations"] == 200 * 800
     assert reached.loc[(800, "L_xp"), "force_evaluations"] == 100 * 50
@@ -188,7 +190,7 @@ def test_smallest_training_set_below_tolerance_and_the_ratio(metrics):
 
 
 def test_a_tolerance_never_reached_is_reported_as_a_bound(metrics):
-    reached = to_tolerance(summarise(load_runs(metrics)), {"lennard_jones": 3e-3})
+    reached = to_tolerance(summarise(load_runs(metrics)), LJ_TOLERANCES)
     baseline = reached.set_index(["size", "loss"]).loc[(2700, "L_z")]
     assert not baseline["reached"] and math.isnan(baseline["force_evaluations"])
     assert baseline["largest_force_evaluations"] == 400 * 2700
@@ -202,12 +204,25 @@ def test_a_tolerance_never_reached_is_reported_as_a_bound(metrics):
     assert "≥ 2.2e+02×" in table and "| 1.2e+06 |" in table  # the published 800-atom L_z figure beside ours
 
 
+def test_a_tolerance_relative_to_the_mean_course_follows_each_size(metrics, tmp_path):
+    baselines = load_size_baselines([write_baselines(tmp_path, 800, 0.4, 2e-2), write_baselines(tmp_path, 2700, 0.4, 5e-3)])
+    settings = {"tolerance": 3e-3, "systems": {"lennard_jones": {"sizes": [800, 2700], "tolerance_mean_course": 0.5}}}
+    tolerances = size_tolerances(settings, baselines)
+    assert tolerances == {("lennard_jones", 800): pytest.approx(1e-2), ("lennard_jones", 2700): pytest.approx(2.5e-3)}
+    assert size_tolerances({"tolerance": 3e-3, "systems": {"lennard_jones": {"sizes": [800]}}}, baselines) == {
+        ("lennard_jones", 800): 3e-3}
+    reached = to_tolerance(summarise(load_runs(metrics)), tolerances).set_index(["size", "loss"])
+    assert reached.loc[(800, "L_z"), "configurations"] == 100  # 1e-2 is at most e_tol = 1e-2
+    assert reached.loc[(800, "L_z"), "tolerance"] == pytest.approx(1e-2)
+    assert reached.loc[(2700, "L_xp"), "configurations"] == 200  # 3e-3 > 2.5e-3 >= 2e-3
+
+
 def test_a_diverged_seed_means_the_training_set_has_not_reached_the_tolerance(tmp_path):
     paths = [write_metrics(tmp_path, Run("predator_prey", 50, "mlp", "L_z", "p1", 100, seed), [error], 100)
              for seed, error in enumerate([1e-4, float("inf")])]
     point = summarise(load_runs(paths)).iloc[0]
     assert point["diverged"] == 1 and point["rollout_error_mean"] == np.inf
-    assert not to_tolerance(summarise(load_runs(paths)), {"predator_prey": 3e-3}).iloc[0]["reached"]
+    assert not to_tolerance(summarise(load_runs(paths)), {("predator_prey", 50): 3e-3}).iloc[0]["reached"]
 
 
 def write_baselines(root: Path, size: int, persistence: float, mean_course: float) -> str:

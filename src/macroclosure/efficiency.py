@@ -74,17 +74,35 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     return points.astype({"force_evaluations": int, "diverged": int})
 
 
-def to_tolerance(points: pd.DataFrame, tolerances: dict[str, float]) -> pd.DataFrame:
-    """Per curve, the smallest training set whose mean rollout error is at most its system's
-    tolerance (`tolerances`, system -> e_tol):
+def size_tolerances(settings: dict, baselines: pd.DataFrame) -> dict[tuple[str, int], float]:
+    """e_tol per (system, size) of the efficiency section `settings`: the grid's
+    `tolerance_mean_course` times that size's mean-course error where it sets one (a fluctuation
+    floor that changes with size asks for a tolerance that does too), else its `tolerance`, else
+    the section's."""
+    found = {}
+    for system, grid in settings["systems"].items():
+        for size in sizes(system, grid):
+            if "tolerance_mean_course" in grid:
+                course = baselines[(baselines["system"] == system) & (baselines["size"] == size)
+                                   & (baselines["model"] == "mean course")]["rollout_error"]
+                found[system, size] = grid["tolerance_mean_course"] * float(course.iloc[0])
+            else:
+                found[system, size] = grid.get("tolerance", settings["tolerance"])
+    return found
+
+
+def to_tolerance(points: pd.DataFrame, tolerances: dict[tuple[str, int], float]) -> pd.DataFrame:
+    """Per curve, the smallest training set whose mean rollout error is at most its size's
+    tolerance (`tolerances`, (system, size) -> e_tol):
     its configurations, force evaluations and force wall time (NaN and reached = False when no
     training set of the grid got there; `largest_force_evaluations` is then a lower bound)."""
     rows = []
     for key, curve in points.sort_values("configurations").groupby(CURVE, sort=True):
-        below = curve[curve["rollout_error_mean"] <= tolerances[key[0]]]
+        tolerance = tolerances[key[0], key[1]]
+        below = curve[curve["rollout_error_mean"] <= tolerance]
         first = below.iloc[0] if len(below) else None
         rows.append(dict(zip(CURVE, key)) | {
-            "tolerance": tolerances[key[0]],
+            "tolerance": tolerance,
             "force_unit": curve["force_unit"].iloc[0],
             "reached": first is not None,
             "configurations": first["configurations"] if first is not None else np.nan,
@@ -154,14 +172,15 @@ def _label(loss: str, subset: str) -> str:
     return f"{loss} {subset[0]} = {subset[1:]}"
 
 
-def plot_data_efficiency(points: pd.DataFrame, baselines: pd.DataFrame, system: str, tolerance: float, path: Path) -> None:
-    """Rollout error (mean ± std over seeds) against force evaluations, one panel per size, one
-    curve per (loss, subset), the size's baselines as black lines; a training set with a diverged
-    model is drawn as ▲ on the top edge."""
+def plot_data_efficiency(points: pd.DataFrame, baselines: pd.DataFrame, system: str, tolerances: dict, path: Path) -> None:
+    """Rollout error (mean ± std over seeds) against force evaluations, one panel per size with
+    its e_tol (`tolerances`, as size_tolerances), one curve per (loss, subset), the size's
+    baselines as black lines; a training set with a diverged model is drawn as ▲ on the top edge."""
     points, baselines = points[points["system"] == system], baselines[baselines["system"] == system]
     panels = sorted(points["size"].unique())
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
     finite = points["rollout_error_mean"][np.isfinite(points["rollout_error_mean"])]
+    tolerance = max(tolerances[system, size] for size in panels)
     top = 3 * max(finite.max(), tolerance) if len(finite) else DIVERGED_ERROR
     for axis, size in zip(axes[0], panels):
         here = points[points["size"] == size]
@@ -172,7 +191,7 @@ def plot_data_efficiency(points: pd.DataFrame, baselines: pd.DataFrame, system: 
                           label=_label(loss, subset))
             axis.scatter(curve["force_evaluations"][~good], np.full((~good).sum(), top), color=f"C{number}", marker="^")
         draw_baselines(axis, baselines[baselines["size"] == size])
-        finish_error_axis(axis, tolerance, f"{system}, {here['units'].iloc[0]} {here['force_unit'].iloc[0]}s", here["force_unit"].iloc[0])
+        finish_error_axis(axis, tolerances[system, size], f"{system}, {here['units'].iloc[0]} {here['force_unit'].iloc[0]}s", here["force_unit"].iloc[0])
     save_figure(figure, path)
 
 
@@ -216,9 +235,9 @@ def efficiency(metrics_paths: list[str], baselines_paths: list[str], out: str, s
     `baselines_paths` are the baselines.json of every system and size, shown beside the curves."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tolerances = {system: grid.get("tolerance", settings["tolerance"]) for system, grid in settings["systems"].items()}
     points = summarise(load_runs(metrics_paths))
     baselines = load_size_baselines(baselines_paths)
+    tolerances = size_tolerances(settings, baselines)
     reached = to_tolerance(points, tolerances)
     ratio = ratios(reached)
     tables = {
@@ -232,7 +251,7 @@ def efficiency(metrics_paths: list[str], baselines_paths: list[str], out: str, s
         write_table(table, title, out / f"{name}.html")
     (out / "to_tolerance.md").write_text(markdown(reached, ratio) + "\n" + baselines_markdown(baselines))
     for system, grid in settings["systems"].items():
-        plot_data_efficiency(points, baselines, system, tolerances[system], out / f"data_efficiency_{system}.png")
+        plot_data_efficiency(points, baselines, system, tolerances, out / f"data_efficiency_{system}.png")
         if len(sizes(system, grid)) > 1:
             plot_scaling(reached, ratio, system, out / f"scaling_{system}.png")
     log.info("efficiency of %d runs written to %s", len(metrics_paths), out)
