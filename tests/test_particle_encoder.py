@@ -231,16 +231,20 @@ def thermodynamic_model(system, states):
     return autoencoder.double()
 
 
-def test_the_thermodynamic_variables_are_the_hand_computed_energy_power_and_squared_force(system, states):
+@pytest.mark.parametrize("reference_cutoff", [None, 2.0])
+def test_the_thermodynamic_variables_are_the_hand_computed_energy_power_and_squared_force(system, states, reference_cutoff):
     """U / A, sum v.F / A and sum |F|^2 / A equal the hand-computed ones: the forces are the
-    velocity rows of the system's own f (jax-md, m = 1), the energy the sum over all pairs
-    (minimum image, numpy) of lennard_jones_md.pair_energy."""
-    box = particle_box(system)
+    velocity rows of f (jax-md, m = 1) of the system simulated with the encoder's cutoff (the
+    system's own, or the closure's reference_cutoff), the energy the sum over all pairs (minimum
+    image, numpy) of lennard_jones_md.pair_energy at that cutoff."""
+    box = particle_box(system, reference_cutoff)
+    reference = system if reference_cutoff is None else build_system("lennard_jones", settings_of(ATOMS, r_cutoff=reference_cutoff))
+    assert box.r_cutoff == reference.settings["r_cutoff"]
     variables = ThermodynamicClosure(box)(states, *neighbour_pairs(states, box))
     for state, got in zip(states.numpy(), variables.numpy()):
         positions, velocities = state[: 3 * ATOMS].reshape(ATOMS, 3), state[3 * ATOMS :].reshape(ATOMS, 3)
         with jax_x64(True):
-            forces = np.asarray(system.rhs(jnp.asarray(state)))[3 * ATOMS :].reshape(ATOMS, 3)
+            forces = np.asarray(reference.rhs(jnp.asarray(state)))[3 * ATOMS :].reshape(ATOMS, 3)
         delta = positions[:, None] - positions[None]
         delta -= box.box_length * np.round(delta / box.box_length)
         r = np.sqrt(np.square(delta).sum(-1))[np.triu_indices(ATOMS, 1)]
@@ -317,9 +321,25 @@ def test_the_thermodynamic_closure_needs_the_particle_encoder_and_room_in_the_la
     assert "thermodynamic" not in validate({"systems": {"lennard_jones": {}}})["systems"]["lennard_jones"]["closure"]
 
 
+def test_a_reference_cutoff_needs_the_particle_encoder_and_at_most_the_simulated_cutoff():
+    key = r"systems\.lennard_jones\.closure\.reference_cutoff'"
+    with pytest.raises(ConfigError, match=key + r": needs 'systems\.lennard_jones\.closure\.encoder: particles'"):
+        validate({"systems": {"lennard_jones": {"closure": {"reference_cutoff": 2.0}}}})
+    with pytest.raises(ConfigError, match=key + r": 3\.0 exceeds the simulated r_cutoff 2\.5"):
+        validate({"systems": {"lennard_jones": {"closure": {"encoder": "particles", "reference_cutoff": 3.0}}}})
+    with pytest.raises(ConfigError, match=r"efficiency\.systems\.lennard_jones\.closure\.reference_cutoff': 3\.0 exceeds .* at size 256"):
+        validate({"systems": {"lennard_jones": {}}, "efficiency": {"systems": {"lennard_jones": {
+            "sizes": [256], "configurations": [10], "closure": {"encoder": "particles", "reference_cutoff": 3.0}}}}})
+    with pytest.raises(ConfigError, match=r"systems\.predator_prey\.closure\.reference_cutoff'"):
+        validate({"systems": {"predator_prey": {"closure": {"reference_cutoff": 2.0}}}})
+    validate({"systems": {"lennard_jones": {"closure": {"encoder": "particles", "reference_cutoff": 2.0}}}})
+
+
 def test_closure_and_training_run_with_only_thermodynamic_closure_variables(tmp_path):
     """latent_dim 4: T and the three analytic variables, nothing learnt in the encoder, so the
-    condition penalty has no rows; the closure, L_z and L_x,p still run."""
-    model, hparams = closure_then_training(tmp_path, {"thermodynamic": True, "latent_dim": 4})
+    condition penalty has no rows; the closure, L_z and L_x,p still run. The closure's reference
+    cutoff is saved and rebuilds an encoder whose pairs and potential use it."""
+    model, hparams = closure_then_training(tmp_path, {"thermodynamic": True, "latent_dim": 4, "reference_cutoff": 2.0})
     assert hparams["thermodynamic"] and isinstance(model.analytic_closure, ThermodynamicClosure) and model.n_fixed == 4
+    assert hparams["reference_cutoff"] == 2.0 and model.analytic_closure.box.r_cutoff == model.inputs.box.r_cutoff == 2.0
     assert latent_names(model, ["temperature"]) == ["temperature", *THERMODYNAMIC_VARIABLES]

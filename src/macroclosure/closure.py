@@ -21,7 +21,7 @@ from torch.func import jacrev, vmap
 from tqdm import tqdm
 
 from macroclosure.config import complete_section
-from macroclosure.descriptors import PooledDescriptors, ThermodynamicClosure, particle_box
+from macroclosure.descriptors import ParticleBox, PooledDescriptors, ThermodynamicClosure, particle_box
 from macroclosure.dynamics import feedforward
 from macroclosure.history import write_history
 from macroclosure.normalisation import Normalisation, fit_normalisation
@@ -311,9 +311,14 @@ def encode_trajectories(model: Autoencoder, ds, dtype=torch.float32) -> np.ndarr
         ])
 
 
+def encoder_box(system, hparams: dict) -> ParticleBox:
+    """The particle encoder's box: the system's, with the closure's reference cutoff if it has one."""
+    return particle_box(system, hparams.get("reference_cutoff"))
+
+
 ENCODER_INPUTS = {
-    "mlp": lambda system: StateInputs(system.dims.dof),
-    "particles": lambda system: PooledDescriptors(particle_box(system)),
+    "mlp": lambda system, hparams: StateInputs(system.dims.dof),
+    "particles": lambda system, hparams: PooledDescriptors(encoder_box(system, hparams)),
 }
 DEFAULT_ENCODER = "mlp"  # what `closure.encoder` means when it is not set (and closures saved before it)
 
@@ -326,14 +331,14 @@ def encoder_of(settings: dict) -> str:
 def build_autoencoder(hparams: dict) -> Autoencoder:
     """The (untrained) autoencoder described by a closure's hyper-parameters."""
     system = build_system(hparams["system"], hparams["system_settings"])
-    analytic = ThermodynamicClosure(particle_box(system)) if hparams.get("thermodynamic", False) else None
+    analytic = ThermodynamicClosure(encoder_box(system, hparams)) if hparams.get("thermodynamic", False) else None
     return Autoencoder(
         n_dof=system.dims.dof,
         latent_dim=hparams["latent_dim"],
         observables=system.observables,
         n_observables=system.dims.observables,
         hidden=hparams["hidden"],
-        inputs=ENCODER_INPUTS[encoder_of(hparams)](system),
+        inputs=ENCODER_INPUTS[encoder_of(hparams)](system, hparams),
         analytic_closure=analytic,
     )
 
@@ -373,6 +378,7 @@ def run_closure(trajectories: str, out: str, settings: dict, device: str = "auto
         "hidden": settings["hidden"],
         "encoder": encoder_of(settings),
         "thermodynamic": settings.get("thermodynamic", False),
+        "reference_cutoff": settings.get("reference_cutoff"),
     }
     torch_used = torch_device(device)
     hparams["provenance"] = provenance(settings, settings["seed"], str(torch_used))

@@ -183,7 +183,8 @@ def check_semantics(config: dict) -> None:
                 f"config key '{prefix}.closure.latent_dim': {latent} must be larger than the "
                 f"number of observables ({dims.observables}) to leave room for a closure"
             )
-        problems += encoder_problems(system["closure"], f"{prefix}.closure", observables=dims.observables)
+        problems += encoder_problems(system["closure"], f"{prefix}.closure", observables=dims.observables,
+                                     r_cutoff=system["simulate"].get("r_cutoff"))
         for p in system["sample"]["fractions"]:
             if fraction_count(p, dims.units) < 1:
                 problems.append(
@@ -251,7 +252,8 @@ def efficiency_problems(config: dict) -> list[str]:
             found += [f"config key '{prefix}.fractions': p = {p} samples no {dims.unit} of {dims.units} at size {size}"
                       for p in grid["fractions"] if fraction_count(p, dims.units) < 1]
             closure = section_at(grid, "closure", size)
-            found += encoder_problems(closure, f"{prefix}.closure", f" at size {size}", dims.observables)
+            found += encoder_problems(closure, f"{prefix}.closure", f" at size {size}", dims.observables,
+                                      simulate.get("r_cutoff"))
             latent_dim = closure["latent_dim"]
             if latent_dim <= dims.observables:
                 found.append(f"config key '{prefix}.closure.latent_dim': {latent_dim} must be larger "
@@ -272,11 +274,20 @@ def override_problems(system: str, grid: dict, prefix: str) -> list[str]:
     return found
 
 
-def encoder_problems(closure: dict, key: str, where: str = "", observables: int = 1) -> list[str]:
+def encoder_problems(closure: dict, key: str, where: str = "", observables: int = 1, r_cutoff: float | None = None) -> list[str]:
     """The particle encoder's limit: d latent variables need at least d independent inputs, so
     latent_dim can be at most the number of pooled descriptors. The thermodynamic closure reads
-    the particle encoder's neighbour pairs and takes three latent variables beside the observables."""
+    the particle encoder's neighbour pairs and takes three latent variables beside the observables.
+    A reference cutoff belongs to the particle encoder and may not exceed the simulated one
+    (`r_cutoff`), so the encoder's pair potential is never dearer than the system's."""
     found = []
+    if "reference_cutoff" in closure:
+        if closure.get("encoder") != "particles":
+            found.append(f"config key '{key}.reference_cutoff': needs '{key}.encoder: particles' (it is the cutoff "
+                         f"of that encoder's neighbour pairs){where}")
+        elif r_cutoff is not None and closure["reference_cutoff"] > r_cutoff:
+            found.append(f"config key '{key}.reference_cutoff': {closure['reference_cutoff']} exceeds the simulated "
+                         f"r_cutoff {r_cutoff}{where}")
     if closure.get("thermodynamic", False):
         if closure.get("encoder") != "particles":
             found.append(f"config key '{key}.thermodynamic': needs '{key}.encoder: particles' (it reads that "

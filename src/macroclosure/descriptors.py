@@ -41,10 +41,11 @@ class ParticleBox(NamedTuple):
     density: float
 
 
-def particle_box(system) -> ParticleBox:
-    """The box of a particle system (its layout records atoms and box length)."""
+def particle_box(system, r_cutoff: float | None = None) -> ParticleBox:
+    """The box of a particle system (its layout records atoms and box length), with the system's
+    pair cutoff unless `r_cutoff` gives the encoder another (`closure.reference_cutoff`)."""
     atoms, box = system.layout["atoms"], system.layout["box_length"]
-    return ParticleBox(atoms, box, system.settings["r_cutoff"], atoms / box**3)
+    return ParticleBox(atoms, box, r_cutoff or system.settings["r_cutoff"], atoms / box**3)
 
 
 def neighbour_pairs(x: Tensor, box: ParticleBox) -> tuple[Tensor, Tensor]:
