@@ -16,7 +16,10 @@ L_z,u is L_z on the unbiased (Horvitz-Thompson) estimate of J f from the k sampl
 E_I |g - estimate|^2 = |g - J f|^2 + its variance, and SGD minimises L_z. Unlike L_x,p and L_z,p it
 does not invert J (no J+, no least squares), so the force outside J's row space adds no noise of its
 own; the noise is the spread of the units' terms J[:, rows(u)] f[rows(u)], averaged out over
-configurations. One forward-mode pass per configuration, as L_z.
+configurations. One forward-mode pass per configuration, as L_z. Since J^+[I, :]^T = (J J^T)^-1 J[:, I],
+its target is (n / k) J J^T J^+[I, :]^T f_I: L_x,p's sampled cross term mapped back through J J^T, which
+needs no force. So it uses L_x,p's information in L_z's metric instead of (J J^T)^-1, which for analytic
+closure variables (no condition penalty) is ill-conditioned (benchmarks/particle_closure, run 9).
 """
 
 import torch
