@@ -217,6 +217,21 @@ def test_a_tolerance_relative_to_the_mean_course_follows_each_size(metrics, tmp_
     assert reached.loc[(2700, "L_xp"), "configurations"] == 200  # 3e-3 > 2.5e-3 >= 2e-3
 
 
+def test_a_partial_curve_that_never_reaches_the_tolerance_gives_an_upper_bound(tmp_path):
+    """Where only L_z reaches e_tol, its cost over the partial curve's largest training set is
+    the most the ratio can be; where neither does, the ratio is unknown."""
+    errors = {("L_z", "p1"): [1e-2, 2e-3], ("L_xp", "p0.2"): [8e-3, 4e-3]}  # at 100 and 400 configurations
+    paths = [write_metrics(tmp_path, Run("predator_prey", 50, "mlp", loss, subset, configurations, 0), [error], 100)
+             for (loss, subset), curve in errors.items() for configurations, error in zip([100, 400], curve)]
+    points = summarise(load_runs(paths))
+    reached = to_tolerance(points, {("predator_prey", 50): 3e-3})
+    ratio = ratios(reached).iloc[0]
+    assert ratio["bound"] == "at most"
+    assert ratio["force_evaluation_ratio"] == pytest.approx(400 * 100 / (400 * 20))  # L_z's 400 x 100 over 400 x 20
+    assert "≤ 5×" in markdown(reached, ratios(reached))
+    assert ratios(to_tolerance(points, {("predator_prey", 50): 1e-3})).iloc[0]["bound"] == "unknown"
+
+
 def test_a_diverged_seed_means_the_training_set_has_not_reached_the_tolerance(tmp_path):
     paths = [write_metrics(tmp_path, Run("predator_prey", 50, "mlp", "L_z", "p1", 100, seed), [error], 100)
              for seed, error in enumerate([1e-4, float("inf")])]

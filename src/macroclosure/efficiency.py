@@ -26,6 +26,7 @@ from macroclosure.runtime import log  # noqa: E402
 
 BASELINE = "L_z"
 CURVE = ["system", "size", "units", "loss", "subset"]
+BOUND_SIGN = {"exact": "", "at least": "≥ ", "at most": "≤ "}  # how to_tolerance.md writes a ratio's bound
 # Force evaluations to reach e_tol = 3e-3 in the published figures: units (coordinates, atoms) -> {loss: evaluations}
 PUBLISHED = {
     "predator_prey": {100: {"L_z": 6e5, "L_xp": 1.5e5}},
@@ -117,7 +118,8 @@ def to_tolerance(points: pd.DataFrame, tolerances: dict[tuple[str, int], float])
 def ratios(reached: pd.DataFrame) -> pd.DataFrame:
     """Per size and partial curve, L_z's cost to e_tol over that curve's, in force evaluations
     and in force wall time. `bound` says how to read it: exact (both reached), at least (only the
-    partial curve reached, L_z's largest training set taken as its cost), or unknown (NaN)."""
+    partial curve reached, L_z's largest training set taken as its cost), at most (only L_z
+    reached, the partial curve's largest training set taken as its cost), or unknown (NaN)."""
     rows = []
     for (system, size), group in reached.groupby(["system", "size"], sort=True):
         baseline = group[group["loss"] == BASELINE]
@@ -125,12 +127,14 @@ def ratios(reached: pd.DataFrame) -> pd.DataFrame:
             continue
         base = baseline.iloc[0]
         for other in group[group["loss"] != BASELINE].itertuples():
-            bound = "exact" if base["reached"] and other.reached else "at least" if other.reached else "unknown"
+            bound = {(True, True): "exact", (False, True): "at least", (True, False): "at most"}.get(
+                (bool(base["reached"]), bool(other.reached)), "unknown")
             evaluations = base["force_evaluations"] if base["reached"] else base["largest_force_evaluations"]
+            partial = other.force_evaluations if other.reached else other.largest_force_evaluations
             rows.append({
                 "system": system, "size": size, "units": other.units, "loss": other.loss, "subset": other.subset,
                 "bound": bound,
-                "force_evaluation_ratio": evaluations / other.force_evaluations if bound != "unknown" else np.nan,
+                "force_evaluation_ratio": evaluations / partial if bound != "unknown" else np.nan,
                 "force_wall_ratio": base["force_wall_seconds"] / other.force_wall_seconds if bound == "exact" else np.nan,
             })
     return pd.DataFrame(rows, columns=["system", "size", "units", "loss", "subset", "bound", "force_evaluation_ratio",
@@ -147,7 +151,7 @@ def markdown(reached: pd.DataFrame, ratio: pd.DataFrame) -> str:
         match = ratio[(ratio["system"] == row.system) & (ratio["size"] == row.size) & (ratio["subset"] == row.subset)
                       & (ratio["loss"] == row.loss)]
         factor = "" if match.empty or match["bound"].iloc[0] == "unknown" else (
-            ("≥ " if match["bound"].iloc[0] == "at least" else "") + f"{match['force_evaluation_ratio'].iloc[0]:.2g}×")
+            BOUND_SIGN[match["bound"].iloc[0]] + f"{match['force_evaluation_ratio'].iloc[0]:.2g}×")
         published = PUBLISHED.get(row.system, {}).get(row.units, {}).get(row.loss)
         cost = (f"{int(row.configurations)} | {row.force_evaluations:.2g} {row.force_unit}s | {row.force_wall_seconds:.3g}"
                 if row.reached else f"| > {row.largest_force_evaluations:.2g} {row.force_unit}s |")
