@@ -155,7 +155,7 @@ def markdown(reached: pd.DataFrame, ratio: pd.DataFrame) -> str:
         published = PUBLISHED.get(row.system, {}).get(row.units, {}).get(row.loss)
         cost = (f"{int(row.configurations)} | {row.force_evaluations:.2g} {row.force_unit}s | {row.force_wall_seconds:.3g}"
                 if row.reached else f"| > {row.largest_force_evaluations:.2g} {row.force_unit}s |")
-        lines.append(f"| {row.system} | {row.size} | {row.units} | {row.loss} | {row.subset} | {row.tolerance:g} | {cost} "
+        lines.append(f"| {row.system} | {row.size} | {row.units} | {row.loss} | {row.subset} | {row.tolerance:.3g} | {cost} "
                      f"| {factor} | {'' if published is None else f'{published:.2g}'} |")
     return "\n".join(lines) + "\n"
 

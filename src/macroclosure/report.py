@@ -63,7 +63,7 @@ class SparseMinorLabels(ticker.Formatter):
 
 def finish_error_axis(axis, tolerance: float, title: str, force_unit: str) -> None:
     """Log-log axes of rollout error against force evaluations, with e_tol drawn."""
-    axis.axhline(tolerance, color="grey", ls="--", lw=1, label=f"e_tol = {tolerance:g}")
+    axis.axhline(tolerance, color="grey", ls="--", lw=1, label=f"e_tol = {tolerance:.3g}")
     axis.set(xscale="log", yscale="log", title=title,
              xlabel=f"force evaluations ({force_unit}s)", ylabel="relative rollout error")
     for scale in (axis.xaxis, axis.yaxis):
