@@ -1,7 +1,7 @@
 """How noisy is each partial-force loss's view of dz/dt with the thermodynamic closure (#13)?
 
 From a results folder's Lennard-Jones closure and a full-force (p = 1) sample: per configuration
-the exact rate J f, and from k sampled atoms (drawn here, without replacement) the two estimates the
+the exact rate J f, and from k sampled atoms (drawn as the sample stage draws subsets) the two estimates the
 partial losses fit: L_z,u's (n / k) J[:, I] f_I and the least-squares rate of the rows I, which is
 where a configuration's L_x,p (and L_z,p) is smallest. L_x,p weights that rate's error by
 G_I = J+[I, :]^T J+[I, :] / k; its regression on M configurations behaves like a weighted mean.
@@ -22,7 +22,9 @@ import numpy as np
 import torch
 
 from macroclosure.closure import encoder_jacobian, latent_names, load_closure, pseudo_inverse_rows
+from macroclosure.sampling import draw_subsets
 from macroclosure.store import open_store, read, read_states
+from macroclosure.systems import system_of
 
 
 def full_forces(store, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -31,12 +33,6 @@ def full_forces(store, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     full = np.zeros_like(force, dtype=np.float64)
     np.put_along_axis(full, index, force, axis=1)
     return read(store, "trajectory")[:count], read(store, "time_index")[:count], full
-
-
-def atom_rows(atoms: np.ndarray, n_atoms: int) -> np.ndarray:
-    """The 6 rows (3 positions, 3 velocities) of each chosen atom."""
-    base = 3 * atoms[:, None] + np.arange(3)[None]
-    return np.concatenate([base, base + 3 * n_atoms], axis=1).ravel()
 
 
 def main() -> None:
@@ -55,14 +51,14 @@ def main() -> None:
     x = torch.as_tensor(read_states(trajectories, trajectory, time_index), dtype=torch.float64)
     f = torch.as_tensor(f)
     n_atoms = x.shape[1] // 6
-    generator = np.random.default_rng(args.seed)
+    system = system_of(trajectories)
+    subsets = draw_subsets(n_atoms, args.atoms, len(x), args.seed)
     scale = torch.tensor(normalisation.rate_std, dtype=torch.float64)
     exact, unbiased, least_squares, grams = [], [], [], []
     for batch in torch.arange(len(x)).split(20):
         J = encoder_jacobian(encoder, x[batch]).detach()
         exact.append(torch.einsum("bdn,bn->bd", J, f[batch]))
-        rows = torch.as_tensor(np.stack([atom_rows(generator.choice(n_atoms, args.atoms, replace=False), n_atoms)
-                                         for _ in batch]))
+        rows = torch.as_tensor(np.stack([np.asarray(system.unit_rows(subsets[i])) for i in batch.tolist()]))
         f_rows = torch.gather(f[batch], 1, rows)
         columns = torch.gather(J, 2, rows.unsqueeze(1).expand(-1, J.shape[1], -1))
         unbiased.append(torch.einsum("bdk,bk->bd", columns, f_rows) * n_atoms / args.atoms)
