@@ -78,8 +78,11 @@ def test_condition_penalty_is_differentiable_in_parameters():
 
 def test_the_closure_losss_gram_is_j_jt():
     """The closure loss's J J^T from the once-per-state ClosureData equals that of J itself
-    (MLP encoder: the inputs' Jacobian is the identity)."""
-    model = make_model().double()
+    (MLP encoder: the inputs' Jacobian is the identity), standardisation included: the loss never
+    forms the closure rows, only their two factors (closure.ClosureNetJacobian)."""
+    generator = torch.Generator().manual_seed(3)
+    std = torch.rand(N_DOF, generator=generator, dtype=torch.float64) + 0.5
+    model = make_model(x_mean=torch.randn(N_DOF, generator=generator), x_std=std).double()
     x = torch.randn(5, N_DOF, dtype=torch.float64)
     J = encoder_jacobian(model, x)
     with torch.no_grad():
