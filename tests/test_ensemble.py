@@ -68,6 +68,24 @@ def test_ensemble_training_equals_training_the_members_one_by_one(name, loss):
         assert changed, "training did not move the parameters"
 
 
+def test_each_member_keeps_its_own_plateau_schedule():
+    # Patience 1 at a large rate: the members stall, and so halve their rates, at different epochs.
+    schedule = SETTINGS | {"epochs": 40, "lr": 0.2, "plateau_patience": 1, "plateau_on": "training", "keep": "last"}
+    members = build_members("mlp", DIM, MODELS["mlp"], seed=0, count=2)
+    data = training_data("L_z")
+    cpu = torch.device("cpu")
+    history, together = fit_dynamics(copy.deepcopy(members), "L_z", data, identity_normalisation(), schedule, seed=5,
+                                     device=cpu, progress=False)
+    alone = [fit_dynamics([copy.deepcopy(member)], "L_z", data, identity_normalisation(), schedule, seed=5, device=cpu,
+                          progress=False) for member in members]
+    rates = [[row["lr"] for row in member_history] for member_history, _ in alone]
+    assert rates[0] != rates[1], "both members kept the same schedule: the test proves nothing"
+    assert [row["lr"] for row in history] == pytest.approx([(a + b) / 2 for a, b in zip(*rates)])
+    for trained_together, (_, (trained_alone,)) in zip(together, alone):
+        for key in trained_alone:
+            torch.testing.assert_close(trained_together[key], trained_alone[key], rtol=1e-4, atol=1e-5)
+
+
 def trained(settings: dict, seed: int = 5) -> tuple[list[dict], list[dict], dict]:
     """History, members' state_dicts and data of one MLP trained on noisy L_z targets."""
     members = build_members("mlp", DIM, MODELS["mlp"], seed=0, count=1)

@@ -110,6 +110,46 @@ def mean_losses(stacked: Stacked, loss: str, tensors: dict, scale: dict, indices
     return total / len(indices)
 
 
+class MemberSchedules:
+    """One ReduceLROnPlateau per ensemble member, each judged on that member's own loss.
+
+    The published ensembles are members trained one by one, each with its own schedule; a
+    schedule shared by the stacked members would halve every member's rate when their mean
+    stalls. Each schedule steps a placeholder optimizer, and `scale_steps` gives the stacked
+    parameters each member's rate: AdamW without weight decay moves a parameter by its rate
+    times a rate-free direction, so a step taken at the largest rate and scaled by
+    rate / largest rate is that member's own step.
+    """
+
+    def __init__(self, count: int, settings: dict):
+        self.schedules = [
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=settings["lr"]),
+                factor=settings["plateau_factor"], patience=settings["plateau_patience"], min_lr=settings["min_lr"],
+            )
+            for _ in range(count)
+        ]
+
+    def rates(self) -> torch.Tensor:
+        """[K]: each member's learning rate now."""
+        return torch.tensor([schedule.get_last_lr()[0] for schedule in self.schedules], dtype=torch.float64)
+
+    def step(self, losses: torch.Tensor) -> None:
+        """Advance each member's schedule by its own epoch loss, [K]."""
+        for schedule, value in zip(self.schedules, losses.tolist()):
+            schedule.step(value)
+
+    def scale_steps(self, params: dict, before: dict, largest: float) -> None:
+        """Shrink each member's step from `before` (taken at rate `largest`) to its own rate."""
+        factors = self.rates() / largest
+        if bool((factors == 1).all()):
+            return
+        with torch.no_grad():
+            for name, value in params.items():
+                factor = factors.to(value.device, value.dtype).view(-1, *[1] * (value.dim() - 1))
+                value.copy_(torch.where(factor == 1, value, before[name] + (value - before[name]) * factor))
+
+
 def fit_dynamics(members: list, loss: str, tensors: dict, normalisation: Normalisation, settings: dict, seed: int, device, progress: bool = True) -> tuple[list[dict], list[dict]]:
     """Train ensemble members together: AdamW (amsgrad), ReduceLROnPlateau down to `min_lr`.
 
@@ -117,9 +157,9 @@ def fit_dynamics(members: list, loss: str, tensors: dict, normalisation: Normali
     (for L_x,p too), so by default (`keep: best`) each member keeps its parameters of lowest
     validation loss and the plateau is judged on that loss: noisy partial targets cannot be
     memorised unnoticed. `plateau_on: training` and `keep: last` give the published schedule
-    (plateau on the training loss, final weights). Members see the same minibatches and share
-    the learning-rate schedule (driven by their mean loss); their gradients are independent,
-    so with a constant rate each evolves exactly as if trained alone.
+    (plateau on the training loss, final weights). Members see the same minibatches; their
+    gradients, AdamW moments and plateau schedules (MemberSchedules) are their own, so each
+    evolves as if trained alone. The history's `lr` is the members' mean rate.
     Returns the per-epoch history and one state_dict per member.
     """
     generator = torch.Generator().manual_seed(seed)
@@ -128,35 +168,37 @@ def fit_dynamics(members: list, loss: str, tensors: dict, normalisation: Normali
     training, validation = (part.to(device) for part in split_validation(len(tensors["z"]), settings["validation_fraction"], generator))
     stacked = Stacked([member.to(device) for member in members])
     optimizer = torch.optim.AdamW(stacked.params.values(), lr=settings["lr"], weight_decay=0.0, amsgrad=True)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=settings["plateau_factor"], patience=settings["plateau_patience"], min_lr=settings["min_lr"]
-    )
+    schedules = MemberSchedules(stacked.count, settings)
     best_loss = torch.full((stacked.count,), float("inf"), dtype=torch.float64)
     best_params = {name: value.detach().clone() for name, value in stacked.params.items()}
     history = []
     bar = tqdm(range(1, settings["epochs"] + 1), desc=f"train {loss}", disable=not progress, mininterval=2.0)
     for epoch in bar:
-        total = 0.0
+        total = torch.zeros(stacked.count, dtype=torch.float64)
+        largest = float(schedules.rates().max())
+        optimizer.param_groups[0]["lr"] = largest
         for batch in training[torch.randperm(len(training), generator=generator).to(device)].split(settings["batch_size"]):
             data = {name: t[batch] for name, t in tensors.items()}
-            value = stacked.map(lambda model: batch_loss(model, loss, data, scale)).sum()
+            values = stacked.map(lambda model: batch_loss(model, loss, data, scale))
+            before = {name: value.detach().clone() for name, value in stacked.params.items()}
             optimizer.zero_grad()
-            value.backward()
+            values.sum().backward()
             optimizer.step()
-            total += value.item() * len(batch)
+            schedules.scale_steps(stacked.params, before, largest)
+            total += values.detach().double().cpu() * len(batch)
         held_out = mean_losses(stacked, loss, tensors, scale, validation, settings["batch_size"])
         if not torch.isfinite(held_out).all():
             member = int(torch.nonzero(~torch.isfinite(held_out))[0])
             raise FloatingPointError(f"{loss} of ensemble member {member} became non-finite at epoch {epoch}; lower the learning rate")
-        mean_training = total / len(training) / stacked.count
-        scheduler.step(mean_training if settings["plateau_on"] == "training" else held_out.mean().item())
+        training_loss = total / len(training)
+        schedules.step(training_loss if settings["plateau_on"] == "training" else held_out)
         improved = held_out < best_loss
         best_loss = torch.where(improved, held_out, best_loss)
         for name, value in stacked.params.items():
             best_params[name][improved.to(device)] = value.detach()[improved.to(device)]
-        history.append({"epoch": epoch, "loss": mean_training, "validation_loss": held_out.mean().item(),
-                        "lr": optimizer.param_groups[0]["lr"]})
-        bar.set_postfix(loss=f"{mean_training:.3e}", validation=f"{held_out.mean():.3e}", refresh=False)
+        history.append({"epoch": epoch, "loss": training_loss.mean().item(), "validation_loss": held_out.mean().item(),
+                        "lr": schedules.rates().mean().item()})
+        bar.set_postfix(loss=f"{training_loss.mean():.3e}", validation=f"{held_out.mean():.3e}", refresh=False)
     return history, stacked.state_dicts(best_params if settings["keep"] == "best" else None)
 
 
