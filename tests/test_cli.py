@@ -26,7 +26,7 @@ def test_every_subcommand_has_a_description_and_every_argument_help():
 
 @pytest.mark.parametrize("argument, wrong, valid", [
     ("--model", "mpl", ["gfinn", "mlp", "onsager"]),
-    ("--loss", "L_p", ["L_x", "L_xp", "L_z", "L_zp", "L_zu"]),
+    ("--loss", "L_p", ["L_x", "L_xp", "L_xpc", "L_z", "L_zp", "L_zu"]),
 ])
 def test_a_misspelt_name_gets_the_valid_ones_and_exit_code_2(capsys, argument, wrong, valid):
     arguments = {"--trajectories": "t", "--forces": "f", "--closure": "c", "--model": "mlp", "--loss": "L_z",

@@ -240,3 +240,13 @@ def test_every_latent_model_brings_its_settings_block():
 def test_the_efficiency_grid_measures_built_in_systems_only():
     config = {"systems": {"heat": copy.deepcopy(HEAT)}, "efficiency": {"systems": {"heat": {"configurations": [10]}}}}
     refused(config, r"config key 'efficiency.systems'", r"'heat' was unexpected")
+
+
+def test_lxpc_is_refused_for_particles_whose_forces_have_no_stencil():
+    """L_x,p,c's surrogate learns a grid's stencil law; Lennard-Jones forces read a neighbour list."""
+    refused({"systems": {"lennard_jones": {"train": {"losses": ["L_z", "L_xpc"]}}}},
+            r"systems\.lennard_jones\.train\.losses", r"L_xpc learns a force surrogate on a grid's stencil")
+    grid = {"configurations": [100], "losses": ["L_z", "L_xpc"], "sampled_units": [50]}
+    refused({"systems": {"predator_prey": {}}, "efficiency": {"systems": {"lennard_jones": grid}}},
+            r"efficiency\.systems\.lennard_jones\.losses", r"L_xpc")
+    validate({"systems": {"predator_prey": {"train": {"losses": ["L_z", "L_xpc"]}}}})

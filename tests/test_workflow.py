@@ -360,15 +360,25 @@ def test_training_again_gives_a_bit_identical_checkpoint(pipeline, tmp_path):
         assert all(torch.equal(mine[name], theirs[name]) for name in theirs)
 
 
-def assert_trains_from_the_partial_store(results: Path, loss: str, tmp_path: Path) -> None:
-    """`macroclosure train` with this loss on the tiny pipeline's p = 0.2 store runs and records the loss and p."""
-    settings = json.dumps(TINY["systems"]["predator_prey"]["train"])
+def assert_trains_from_the_partial_store(results: Path, loss: str, tmp_path: Path, **settings) -> dict:
+    """`macroclosure train` with this loss (and these train settings over the tiny ones) on the tiny
+    pipeline's p = 0.2 store runs and records the loss and p; returns its hparams."""
+    settings = json.dumps(TINY["systems"]["predator_prey"]["train"] | settings)
     subprocess.run([str(BIN / "macroclosure"), "train", "--trajectories", str(results / "trajectories/train.zarr"),
                     "--forces", str(results / "forces/p0.2/seed0.zarr"), "--closure", str(results / "closure"),
                     "--model", "mlp", "--loss", loss, "--seed", "0", "--settings", settings, "--device", "cpu",
                     "--out", str(tmp_path / "model"), "--no-progress"], check=True, capture_output=True)
     hparams = json.loads((tmp_path / "model/hparams.json").read_text())
     assert (hparams["loss"], hparams["p"]) == (loss, 0.2)
+    return hparams
+
+
+def test_lxpc_learns_the_quadratic_force_law_from_the_partial_store_and_records_its_error(pipeline, tmp_path):
+    """Predator-prey's force is quadratic in its stencil (D = 0), so L_x,p,c's degree-2 surrogate fitted
+    on 4 of 20 rows of 60 configurations predicts the held-out rows to rounding; the error is recorded."""
+    hparams = assert_trains_from_the_partial_store(pipeline / "results/predator_prey", "L_xpc", tmp_path, surrogate_degree=2)
+    assert hparams["surrogate_degree"] == 2
+    assert hparams["surrogate_held_out_error"] < 1e-8
 
 
 def test_lzp_targets_from_full_forces_are_l_zs_and_it_trains_from_a_partial_store(pipeline, tmp_path):
@@ -383,7 +393,7 @@ def test_lzp_targets_from_full_forces_are_l_zs_and_it_trains_from_a_partial_stor
     autoencoder = load_closure(results / "closure")[0]
     trajectories = open_store(results / "trajectories/train.zarr", "trajectories")
     full = open_store(results / "forces/p1/seed0.zarr", "forces")
-    latent, estimated = (training_tensors(autoencoder, trajectories, full, loss) for loss in ("L_z", "L_zp"))
+    latent, estimated = (training_tensors(autoencoder, trajectories, full, loss)[0] for loss in ("L_z", "L_zp"))
     torch.testing.assert_close(estimated["target"], latent["target"], rtol=1e-5, atol=1e-6)  # both float32
     assert_trains_from_the_partial_store(results, "L_zp", tmp_path)
 

@@ -261,7 +261,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--model", required=True, choices=Names(model_names), metavar="MODEL",
                      help="latent dynamics model: %(choices)s")
     sub.add_argument("--loss", required=True, choices=Names(loss_names), metavar="LOSS",
-                     help="training loss: %(choices)s (L_z and L_x need a full-force store, p = 1; L_xp, L_zp and L_zu a partial one)")
+                     help="training loss: %(choices)s (L_z and L_x need a full-force store, p = 1; L_xp, L_xpc, L_zp and L_zu a partial one)")
     add_seed(sub, "seed of the model initialisation and the minibatches")
 
     sub = add_stage(stages, "evaluate", run_evaluate, "roll out a trained model on the test trajectories",

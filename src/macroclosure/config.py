@@ -203,11 +203,20 @@ def check_semantics(config: dict) -> None:
             problems += [f"config key '{prefix}.sample.fractions': L_zp estimates {latent} latent rates from the "
                          f"{rows} force rows that p = {p} gives per configuration; it needs at least {latent}"
                          for p in partial_fractions(system) if (rows := fraction_count(p, dims.units) * dims.rows_per_unit) < latent]
+        problems += surrogate_problems(name, system["train"]["losses"], f"{prefix}.train.losses")
         problems += budget_problems(system, prefix)
         problems += source_problems(system["simulate"], f"{prefix}.simulate.source")
     problems += efficiency_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def surrogate_problems(system: str, losses: list[str], key: str) -> list[str]:
+    """L_xpc where the system offers no stencil for its force surrogate (particles), naming `key`."""
+    if "L_xpc" not in losses or hasattr(systems.plugin(system), "stencil"):
+        return []
+    return [f"config key '{key}': L_xpc learns a force surrogate on a grid's stencil, and {system} has none "
+            "(its forces do not read a fixed set of rows); use L_xp, L_zp or L_zu"]
 
 
 def budget_problems(spec: dict, prefix: str) -> list[str]:
@@ -235,6 +244,7 @@ def efficiency_problems(config: dict) -> list[str]:
         if "source" in grid["simulate"]:
             found.append(f"config key '{prefix}.simulate.source': the efficiency grid simulates each of its sizes; "
                          f"imported stores go under systems.{system}.simulate.source")
+        found += surrogate_problems(system, grid["losses"], f"{prefix}.losses")
         found += [f"config key '{prefix}.losses': {loss} needs 'fractions' or 'sampled_units'"
                   for loss in PARTIAL_FORCE_LOSSES if loss in grid["losses"] and not (grid["fractions"] or grid["sampled_units"])]
         available = saved_states(grid["simulate"])

@@ -1,4 +1,4 @@
-"""Training losses for the latent dynamics g (METHOD.md "Three losses for g_omega"), L_z,p and L_z,u.
+"""Training losses for the latent dynamics g (METHOD.md "Three losses for g_omega"), L_x,p,c, L_z,p and L_z,u.
 
 g predicts standardised derivatives; callers convert them to physical dz/dt before the
 micro-space loss, which compares J^+ dz/dt with the microscopic forces.
@@ -20,6 +20,10 @@ configurations. One forward-mode pass per configuration, as L_z. Since J^+[I, :]
 its target is (n / k) J J^T J^+[I, :]^T f_I: L_x,p's sampled cross term mapped back through J J^T, which
 needs no force. So it uses L_x,p's information in L_z's metric instead of (J J^T)^-1, which for analytic
 closure variables (no condition penalty) is ill-conditioned (benchmarks/particle_closure, run 9).
+
+L_x,p,c is L_x,p (`micro_loss`) on the targets f_I - [(1 - J^+ J) f_hat]_I, with f_hat a local force
+surrogate learnt from the partial forces (surrogate.py): same expectation over subsets up to a
+constant in g, less of the label noise that the force outside J's row space gives L_x,p.
 """
 
 import torch
@@ -29,6 +33,7 @@ LOSSES = {
     "L_z": "latent loss |g(z) - J f|^2 on full forces (the baseline)",
     "L_x": "micro-space loss |J+ g(z) - f|^2 on full forces",
     "L_xp": "micro-space loss on the forces of a random fraction p of the units (the method)",
+    "L_xpc": "L_xp on the sampled forces less a learnt local force surrogate's part outside J's row space (a control variate)",
     "L_zp": "latent loss on the least-squares dz/dt from the forces of a random fraction p of the units",
     "L_zu": "latent loss on the unbiased estimate (n/k) J[:, I] f_I of dz/dt from the forces of a random fraction p of the units",
 }

@@ -33,7 +33,7 @@ from macroclosure.models import model_names
 from macroclosure.systems import dimensions, size_key
 
 FULL_FORCE_LOSSES = ("L_z", "L_x")
-PARTIAL_FORCE_LOSSES = ("L_xp", "L_zp", "L_zu")  # trained at every p < 1 (and every k)
+PARTIAL_FORCE_LOSSES = ("L_xp", "L_xpc", "L_zp", "L_zu")  # trained at every p < 1 (and every k)
 SAMPLE_PLANNING_KEYS = ("fractions", "equal_budget")  # decide which sample jobs exist, not what one computes
 TRAIN_PLANNING_KEYS = ("models", "losses")  # decide which train jobs exist
 BUDGET_LOSS = "L_z"

@@ -1,9 +1,11 @@
-"""Latent-dynamics training with L_z, L_x, L_x,p (METHOD.md, "Three losses") or L_z,p.
+"""Latent-dynamics training with L_z, L_x, L_x,p (METHOD.md, "Three losses"), L_x,p,c, L_z,p or L_z,u.
 
 The closure is frozen: each sampled configuration is encoded once, z = phi(x), with its
 Jacobian J. L_z needs the full force to form J f; L_x and L_x,p need only the rows
 J+[I, :] for the computed forces f_I (all rows for L_x), so one data path serves both, and
 L_z,p trains like L_z on the least-squares rate those rows give (losses.estimated_rate).
+L_x,p,c is L_x,p with the sampled forces less a learnt local surrogate's unresolved part
+(surrogate.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch.func import jvp
 from tqdm import tqdm
@@ -26,6 +30,8 @@ from macroclosure.normalisation import Normalisation
 from macroclosure.planning import train_settings
 from macroclosure.runtime import log, provenance, torch_device
 from macroclosure.store import StoreError, atomic_directory, open_store, read, read_states
+from macroclosure.surrogate import Surrogate, fit as fit_surrogate, fold_of, forces_everywhere
+from macroclosure.systems import System, system_of
 
 JACOBIAN_BYTES = 256 * 2**20  # memory for one batch of float64 encoder Jacobians
 LATENT_LOSSES = ("L_z", "L_zp", "L_zu")  # compare g with a dz/dt target in standardised units
@@ -46,13 +52,61 @@ def sampled_rate(encoder: Autoencoder, x: torch.Tensor, rows: torch.Tensor, forc
     return latent_rate(encoder, x, sampled_force)
 
 
-def training_tensors(autoencoder: Autoencoder, trajectories, forces, loss: str) -> dict[str, torch.Tensor]:
+class ForceSurrogate(NamedTuple):
+    """L_x,p,c's control variate: the cross-fitted surrogate, each configuration's fold [S], and
+    every row's stencil rows [N, s] and force law [N]."""
+
+    surrogate: Surrogate
+    folds: torch.Tensor
+    stencil_rows: torch.Tensor
+    laws: torch.Tensor
+    held_out_error: float
+
+
+def state_batches(autoencoder: Autoencoder, trajectories, forces, count: int):
+    """(sample indices, float64 states) of the force store's configurations, batch by batch so
+    that one batch of encoder Jacobians fits in JACOBIAN_BYTES."""
+    trajectory, time_index = read(forces, "trajectory"), read(forces, "time_index")
+    batch_size = max(1, JACOBIAN_BYTES // (8 * autoencoder.latent_dim * autoencoder.n_dof))
+    batch_size = min(batch_size, autoencoder.inputs.states_per_pass() or batch_size)  # the particle encoder's pairs
+    for batch in torch.arange(count).split(batch_size):
+        rows = batch.numpy()
+        yield batch, torch.as_tensor(read_states(trajectories, trajectory[rows], time_index[rows]), dtype=torch.float64)
+
+
+def fit_force_surrogate(system: System, batches, index: torch.Tensor, force: torch.Tensor, degree: int, seed: int) -> ForceSurrogate:
+    """Fit the local surrogate of L_x,p,c on the stored partial forces (surrogate.fit): the stencil
+    values of every sampled row, [S, k, s], read batch by batch from `batches` (state_batches)."""
+    if system.stencil is None:
+        raise ValueError(f"L_xpc needs a system whose forces read a fixed stencil; {system.name} has none")
+    stencil_rows, laws = (torch.as_tensor(part) for part in system.stencil(np.arange(system.dims.dof)))
+    values = torch.cat([x.gather(1, stencil_rows[index[batch]].flatten(1)).view(*index[batch].shape, -1) for batch, x in batches])
+    generator = torch.Generator().manual_seed(seed)
+    folds = fold_of(len(index), generator)
+    surrogate, error = fit_surrogate(values, laws[index], force, folds, degree, int(laws.max()) + 1, generator)
+    log.info("force surrogate (degree %d): held-out relative error %.3e on %d sampled rows", degree, error, index.numel())
+    return ForceSurrogate(surrogate, folds, stencil_rows, laws, error)
+
+
+def unresolved_force(control: ForceSurrogate, batch: torch.Tensor, x: torch.Tensor, J: torch.Tensor, pinv_rows: torch.Tensor,
+                     rows: torch.Tensor) -> torch.Tensor:
+    """[(1 - J^+ J) f_hat]_I per sample, [B, k]: the surrogate's estimate of the force outside J's
+    row space on the sampled rows, from f_hat on every row (its fold's fit)."""
+    f_hat = forces_everywhere(control.surrogate, x, control.folds[batch], control.stencil_rows, control.laws)
+    resolved = (pinv_rows @ (J @ f_hat.unsqueeze(-1))).squeeze(-1)
+    return f_hat.gather(1, rows) - resolved
+
+
+def training_tensors(autoencoder: Autoencoder, trajectories, forces, loss: str, surrogate_degree: int = 3,
+                     seed: int = 0) -> tuple[dict[str, torch.Tensor], dict]:
     """Per sample: z and either a latent target (J f for L_z, its least-squares estimate from
-    the computed rows for L_z,p, its unbiased estimate for L_z,u) or the moments of the micro-space loss.
+    the computed rows for L_z,p, its unbiased estimate for L_z,u) or the moments of the micro-space loss;
+    and what was learnt on the way (L_x,p,c's surrogate error).
 
     States are read and J [d, N] evaluated batch by batch (float64, so the pseudo-inverse
-    rows are accurate), so memory stays bounded for large N. L_x and L_x,p keep only the
-    d x d moments of J+[I, :] and f_I (losses.micro_moments), in float64.
+    rows are accurate), so memory stays bounded for large N. L_x, L_x,p and L_x,p,c keep only the
+    d x d moments of J+[I, :] and f_I (losses.micro_moments), in float64; L_x,p,c's f_I less the
+    surrogate's unresolved force (unresolved_force), its surrogate fitted with `seed`.
     """
     n_dof = autoencoder.n_dof
     index = torch.as_tensor(read(forces, "index"))
@@ -62,26 +116,31 @@ def training_tensors(autoencoder: Autoencoder, trajectories, forces, loss: str) 
     if loss == "L_zp" and index.shape[1] < autoencoder.latent_dim:
         raise StoreError(forces.encoding.get("source"), f"L_zp estimates the {autoencoder.latent_dim} latent rates from each "
                          f"configuration's force rows and needs at least as many, this store holds {index.shape[1]}")
-    trajectory, time_index = read(forces, "trajectory"), read(forces, "time_index")
     encoder = autoencoder.double()
-    batch_size = max(1, JACOBIAN_BYTES // (8 * autoencoder.latent_dim * n_dof))
-    batch_size = min(batch_size, encoder.inputs.states_per_pass() or batch_size)  # the particle encoder's pairs
+    control, learnt = None, {}
+    if loss == "L_xpc":
+        control = fit_force_surrogate(system_of(trajectories), state_batches(encoder, trajectories, forces, len(index)),
+                                      index, force, surrogate_degree, seed)
+        learnt = {"surrogate_degree": surrogate_degree, "surrogate_held_out_error": control.held_out_error}
     parts: dict[str, list[torch.Tensor]] = {}
-    for batch in torch.arange(len(index)).split(batch_size):
-        rows = batch.numpy()
-        x = torch.as_tensor(read_states(trajectories, trajectory[rows], time_index[rows]), dtype=torch.float64)
+    for batch, x in state_batches(encoder, trajectories, forces, len(index)):
         with torch.no_grad():
             if loss in ("L_z", "L_zu"):
                 z, rate = sampled_rate(encoder, x, index[batch], force[batch])
                 values = {"z": z.float(), "target": rate.float()}
             else:
                 values = {"z": encoder.encode(x).float()}
-                values |= micro_moments(pseudo_inverse_rows(encoder_jacobian(encoder, x), index[batch]), force[batch])
+                J = encoder_jacobian(encoder, x)
+                pinv_rows = pseudo_inverse_rows(J, index[batch])
+                targets = force[batch]
+                if control is not None:
+                    targets = targets - unresolved_force(control, batch, x, J, pinv_rows, index[batch])
+                values |= micro_moments(pinv_rows, targets)
                 if loss == "L_zp":
                     values = {"z": values["z"], "target": estimated_rate(values["gram"], values["cross"]).float()}
         for name, value in values.items():
             parts.setdefault(name, []).append(value)
-    return {name: torch.cat(values) for name, values in parts.items()}
+    return {name: torch.cat(values) for name, values in parts.items()}, learnt
 
 
 def batch_loss(model, loss: str, batch: dict[str, torch.Tensor], scale: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -215,7 +274,7 @@ def train(trajectories: str, forces: str, closure: str, out: str, model_name: st
     torch_used = torch_device(device)
     log.info("preparing %s targets: encoder Jacobians of %d configurations", loss, force_store.sizes["sample"])
     start = time.perf_counter()
-    tensors = training_tensors(autoencoder, trajectory_store, force_store, loss)
+    tensors, learnt = training_tensors(autoencoder, trajectory_store, force_store, loss, settings["surrogate_degree"], seed)
     prepare_seconds = time.perf_counter() - start
     dim = closure_hparams["latent_dim"]
     members = build_members(model_name, dim, settings[model_name], seed, settings["ensemble"])
@@ -240,6 +299,7 @@ def train(trajectories: str, forces: str, closure: str, out: str, model_name: st
         "prepare_wall_seconds": prepare_seconds,
         "train_wall_seconds": train_seconds,
         "best_validation_loss": min(row["validation_loss"] for row in history),
+        **learnt,
         "provenance": provenance(train_settings(settings, model_name), seed, str(torch_used)),
     }
     with atomic_directory(out) as temporary:

@@ -59,6 +59,12 @@ class System(NamedTuple):
     # batch exactly, or None where they already do or none would (what it could not compute
     # stays non-finite); None: `partial_rhs` has no data-dependent buffer (the grid systems)
     fit_partial: Callable | None = None
+    # units [k] (numpy) -> (rows [k, s] that each unit's force reads, force law [k]): a grid's
+    # stencil, the same function of those rows at every cell for each law (field), which the
+    # L_xpc force surrogate learns; None where forces have no fixed stencil (particles).
+    # A module with a stencil offers it as `stencil(settings, units, xp)`, so configs are checked
+    # before any system is built
+    stencil: Callable | None = None
 
 
 def simulate_schema(properties: dict, *, steps: int, save_every: int, trajectories: dict, batch_size: int,

@@ -46,6 +46,17 @@ def interface_width(cells: int) -> float:
     return 10.0 / cells / (2.0 * math.sqrt(2.0) * math.atanh(0.9))
 
 
+def stencil(settings: dict, units, xp=np):
+    """The rows a unit's force reads, [k, 5]: its own value, then west, east, north and south (the
+    edge cell repeated at the zero-flux walls); and the force law it follows, [k] (one law, 0).
+    `xp` is the array module (numpy, or jax.numpy under jit)."""
+    cells = settings["cells"]
+    row, col = units // cells, units % cells
+    rows = xp.stack([units, row * cells + xp.maximum(col - 1, 0), row * cells + xp.minimum(col + 1, cells - 1),
+                     xp.maximum(row - 1, 0) * cells + col, xp.minimum(row + 1, cells - 1) * cells + col], axis=-1)
+    return rows, xp.zeros_like(units)
+
+
 def _rate(centre, west, east, north, south, inv_h2, h2_over_eps2):
     """The rate of one grid value from its stencil; shared by the full and partial force.
 
@@ -77,12 +88,8 @@ def build(settings: dict) -> System:
 
     def partial_rhs(x, units):
         """f(x) at the values `units` only, from a gather of their stencils: O(k)."""
-        row, col = units // cells, units % cells
-        west = x[row * cells + jnp.maximum(col - 1, 0)]
-        east = x[row * cells + jnp.minimum(col + 1, cells - 1)]
-        north = x[jnp.maximum(row - 1, 0) * cells + col]
-        south = x[jnp.minimum(row + 1, cells - 1) * cells + col]
-        return _rate(x[units], west, east, north, south, inv_h2, h2_over_eps2)
+        rows, _ = stencil(settings, units, jnp)
+        return _rate(*x[rows].T, inv_h2, h2_over_eps2)
 
     def initial_conditions(rng: np.random.Generator, count: int):
         """An annulus around (0.5, 0.5): u = tanh((r1 - r) / (sqrt(2) eps)) tanh((r - r2) / (sqrt(2) eps))
@@ -114,6 +121,7 @@ def build(settings: dict) -> System:
         rhs=rhs,
         partial_rhs=partial_rhs,
         unit_rows=lambda units: units,
+        stencil=lambda units: stencil(settings, units),
         observables=observables,
         time_step=settings["dt_over_h2"] * h * h if "dt_over_h2" in settings else None,
         dof_labels={"field": ("field of the row", np.full(cells * cells, "u", dtype=object)),

@@ -4,8 +4,8 @@
 
 on `cells` cells per species, Laplacian (1, -2, 1) in grid units, zero-flux ends (ghost cell
 equal to the edge cell). State x = (u, v), N = 2 cells. A force component needs only its
-cell, its two neighbours and the other species at its cell, so `partial_rhs` gathers those
-and costs O(k).
+cell, its two neighbours and the other species at its cell (`stencil`), so `partial_rhs`
+gathers those and costs O(k).
 """
 
 from __future__ import annotations
@@ -38,6 +38,17 @@ def dimensions(settings: dict) -> Dimensions:
     return Dimensions(dof=2 * cells, units=2 * cells, rows_per_unit=1, observables=2, unit="coordinate")
 
 
+def stencil(settings: dict, units, xp=np):
+    """The rows a unit's force reads, [k, 5]: its left, own and right value in its field (the edge
+    cell repeated at the zero-flux ends), then u and v at its cell; and the force law it follows,
+    [k]: its field (0 prey, 1 predator). `xp` is the array module (numpy, or jax.numpy under jit)."""
+    cells = settings["cells"]
+    field, cell = units // cells, units % cells
+    base = field * cells
+    rows = xp.stack([base + xp.maximum(cell - 1, 0), units, base + xp.minimum(cell + 1, cells - 1), cell, cells + cell], axis=-1)
+    return rows, field
+
+
 def _rate(species, left, centre, right, u, v, a, b, diffusion_u):
     """The rate of one grid value from its stencil; shared by the full and partial force."""
     import jax.numpy as jnp
@@ -66,11 +77,8 @@ def build(settings: dict) -> System:
 
     def partial_rhs(x, units):
         """f(x) at the values `units` only, from a gather of their stencils: O(k)."""
-        kind, cell = units // cells, units % cells
-        base = kind * cells
-        left = x[base + jnp.maximum(cell - 1, 0)]
-        right = x[base + jnp.minimum(cell + 1, cells - 1)]
-        return _rate(kind, left, x[units], right, x[cell], x[cells + cell], a, b, diffusion_u)
+        rows, field = stencil(settings, units, jnp)
+        return _rate(field, *x[rows].T, a, b, diffusion_u)
 
     def initial_conditions(rng: np.random.Generator, count: int):
         """u = b0 + a0 cos(5 pi x), v = 1 - u at cell centres; a0 ~ U(0, 0.2), b0 ~ U(0.4, 0.6)."""
@@ -94,6 +102,7 @@ def build(settings: dict) -> System:
         rhs=rhs,
         partial_rhs=partial_rhs,
         unit_rows=lambda units: units,
+        stencil=lambda units: stencil(settings, units),
         observables=observables,
         time_step=settings["dt"],
         dof_labels={"field": ("species of the row", np.repeat(np.array(["u", "v"], dtype=object), cells)),
