@@ -30,7 +30,14 @@ def test_a_train_job_receives_the_shared_settings_and_its_own_model_only():
     settings = job_settings(spec, "train", {"model": "onsager"})
     assert settings["epochs"] == 7 and settings["onsager"]["hidden"] == 9
     assert not {"models", "losses", "mlp", "gfinn"} & set(settings)
-    assert set(spec["train"]) - set(settings) == {"models", "losses", "mlp", "gfinn"}
+    assert set(spec["train"]) - set(settings) == {"models", "losses", "mlp", "gfinn", "surrogate_degree"}
+
+
+def test_a_setting_of_one_loss_reaches_only_that_losss_jobs():
+    """The surrogate degree is L_xpc's alone, so changing it reruns no other loss's training."""
+    spec = spec_of(train={"losses": ["L_z", "L_xp", "L_xpc"], "surrogate_degree": 2})
+    assert job_settings(spec, "train", {"model": "mlp", "loss": "L_xpc"})["surrogate_degree"] == 2
+    assert "surrogate_degree" not in job_settings(spec, "train", {"model": "mlp", "loss": "L_xp"})
 
 
 def test_the_train_stage_completes_a_reduced_section():

@@ -36,6 +36,7 @@ FULL_FORCE_LOSSES = ("L_z", "L_x")
 PARTIAL_FORCE_LOSSES = ("L_xp", "L_xpc", "L_zp", "L_zu")  # trained at every p < 1 (and every k)
 SAMPLE_PLANNING_KEYS = ("fractions", "equal_budget")  # decide which sample jobs exist, not what one computes
 TRAIN_PLANNING_KEYS = ("models", "losses")  # decide which train jobs exist
+LOSS_KEYS = {"surrogate_degree": "L_xpc"}  # train settings that only this loss reads
 BUDGET_LOSS = "L_z"
 
 
@@ -98,20 +99,21 @@ def sample_settings(sample: dict, configurations: int | None = None) -> dict:
     return settings | ({"configurations": int(configurations)} if configurations else {})
 
 
-def train_settings(train: dict, model: str) -> dict:
+def train_settings(train: dict, model: str, loss: str | None = None) -> dict:
     """What one train job uses: the shared training settings and its own model's block, not
-    the lists of models and losses nor the other models' blocks."""
-    others = set(model_names()) - {model}
+    the lists of models and losses, the other models' blocks, nor other losses' keys (LOSS_KEYS:
+    all of them where `loss` is None)."""
+    others = set(model_names()) - {model} | {key for key, owner in LOSS_KEYS.items() if owner != loss}
     return {key: value for key, value in train.items() if key not in TRAIN_PLANNING_KEYS and key not in others}
 
 
 def job_settings(spec: dict, stage: str, wildcards: Mapping) -> dict:
     """The settings one job of `stage` receives, from its system section `spec` (as under
-    `systems:`, or an efficiency grid's `stage_spec`) and its wildcards (`model`, `configurations`)."""
+    `systems:`, or an efficiency grid's `stage_spec`) and its wildcards (`model`, `loss`, `configurations`)."""
     if stage == "sample":
         return sample_settings(spec["sample"], wildcards.get("configurations"))
     if stage == "train":
-        return train_settings(spec["train"], wildcards["model"])
+        return train_settings(spec["train"], wildcards["model"], wildcards.get("loss"))
     return spec[stage]
 
 

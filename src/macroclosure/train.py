@@ -300,7 +300,7 @@ def train(trajectories: str, forces: str, closure: str, out: str, model_name: st
         "train_wall_seconds": train_seconds,
         "best_validation_loss": min(row["validation_loss"] for row in history),
         **learnt,
-        "provenance": provenance(train_settings(settings, model_name), seed, str(torch_used)),
+        "provenance": provenance(train_settings(settings, model_name, loss), seed, str(torch_used)),
     }
     with atomic_directory(out) as temporary:
         temporary.mkdir()
