@@ -251,3 +251,8 @@ def test_lxpc_is_refused_for_particles_whose_forces_have_no_stencil():
     refused({"systems": {"predator_prey": {}}, "efficiency": {"systems": {"lennard_jones": grid}}},
             r"efficiency\.systems\.lennard_jones\.losses", r"L_xpc")
     validate({"systems": {"predator_prey": {"train": {"losses": ["L_z", "L_xpc"]}}}})
+
+
+def test_a_negative_onsager_trunk_is_refused_naming_the_key(config):
+    change(config, "train", "onsager", value={"hidden": 8, "trunk_layers": -1})
+    refused(config, r"config key 'systems\.predator_prey\.train\.onsager\.trunk_layers'", r"-1 is less than the minimum of 0")

@@ -45,12 +45,18 @@ class MLP(nn.Module):
         return self.net(z)
 
 
+def _require_positive_alpha(alpha: float) -> None:
+    if alpha <= 0:
+        raise ValueError(f"alpha must be positive for M to be positive definite, got {alpha}")
+
+
 class OnsagerNet(nn.Module):
     """dz/dt = -(M(z) + W(z)) grad V(z) + f(z): dissipative structure learnt from data.
 
     M = L L^T + alpha I is positive definite and W = A - A^T antisymmetric, so without the
     forcing f the potential V(z) = beta |z|^2 + |U(z)|^2 / 2 can only decrease along
-    trajectories; beta > 0 keeps V coercive. Each part is a two-hidden-layer tanh network.
+    trajectories; beta > 0 keeps V coercive. Each part is a two-hidden-layer tanh network
+    (`ResidualOnsagerNet` is the form whose parts share one trunk).
     """
 
     def __init__(
@@ -63,8 +69,7 @@ class OnsagerNet(nn.Module):
         forcing: bool = True,
     ):
         super().__init__()
-        if alpha <= 0:
-            raise ValueError(f"alpha must be positive for M to be positive definite, got {alpha}")
+        _require_positive_alpha(alpha)
         self.dim = dim
         self.alpha = alpha
         self.beta = beta
@@ -101,6 +106,110 @@ class OnsagerNet(nn.Module):
         operator = self.dissipation(z) + self.antisymmetric(z)
         velocity = -(operator @ self.potential_gradient(z).unsqueeze(-1)).squeeze(-1)
         return velocity if self.forcing is None else velocity + self.forcing(z)
+
+
+def quadratic_ramp(x: Tensor) -> Tensor:
+    """relu(x)^2 - relu(x - 1/2)^2: zero below 0, x^2 up to 1/2, then the line x - 1/4.
+
+    Continuously differentiable, so the gradient of a potential built on it is continuous
+    (the activation of the published Lennard-Jones OnsagerNet).
+    """
+    return torch.relu(x).square() - torch.relu(x - 0.5).square()
+
+
+class ResidualOnsagerNet(nn.Module):
+    """OnsagerNet whose parts share one residual trunk h(z) (the published Lennard-Jones form).
+
+    h is `layers` layers of `hidden` units with the quadratic ramp, each after the first
+    adding its input back. From h and z: V = beta |z|^2 + |U(h) + G z|^2 / 2; one d x d
+    matrix A(h) gives M = L L^T + alpha I from its lower triangle L and W = R - R^T from
+    its strict upper triangle R; the forcing is a linear read-out of h, so unlike the
+    separate-network form it is nonlinear in z. The trunk is evaluated once per call: the
+    gradient of V returns h beside it. Weights start small (gain 0.1) and A's bias at an
+    orthogonal matrix, so M starts near a well-conditioned constant.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 256,
+        layers: int = 3,
+        alpha: float = 0.1,
+        beta: float = 0.1,
+        forcing: bool = True,
+        gain: float = 0.1,
+    ):
+        super().__init__()
+        _require_positive_alpha(alpha)
+        if layers < 1:
+            raise ValueError(f"a residual trunk needs at least one layer, got {layers}")
+        self.dim, self.alpha, self.beta = dim, alpha, beta
+        self.trunk = nn.ModuleList(nn.Linear(dim if i == 0 else hidden, hidden) for i in range(layers))
+        self.potential_head = nn.Linear(hidden, dim)
+        self.potential_linear = nn.Linear(dim, dim)
+        self.matrix_head = nn.Linear(hidden, dim * dim)
+        self.forcing = nn.Linear(hidden, dim) if forcing else None
+        self._initialise(gain)
+
+    def _initialise(self, gain: float) -> None:
+        for layer in self.trunk:
+            nn.init.xavier_uniform_(layer.weight, gain=gain)
+            nn.init.uniform_(layer.bias, 0.0, 0.5 * gain)
+        for layer in (self.potential_head, self.potential_linear, self.forcing):
+            if layer is not None:
+                nn.init.orthogonal_(layer.weight, gain=gain)
+                nn.init.uniform_(layer.bias, 0.0, gain)
+        nn.init.xavier_uniform_(self.matrix_head.weight, gain=gain)
+        with torch.no_grad():
+            self.matrix_head.bias.copy_(nn.init.orthogonal_(torch.empty(self.dim, self.dim)).flatten())
+
+    def features(self, z: Tensor) -> Tensor:
+        """The trunk h(z), [..., hidden]."""
+        h = quadratic_ramp(self.trunk[0](z))
+        for layer in self.trunk[1:]:
+            h = h + quadratic_ramp(layer(h))
+        return h
+
+    def _potential_of(self, z: Tensor, h: Tensor) -> Tensor:
+        return self.beta * z.square().sum(-1) + 0.5 * (self.potential_head(h) + self.potential_linear(z)).square().sum(-1)
+
+    def potential(self, z: Tensor) -> Tensor:
+        """V(z) = beta |z|^2 + |U(h) + G z|^2 / 2 per sample, bounded below by 0."""
+        return self._potential_of(z, self.features(z))
+
+    def _gradient_and_features(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        def summed(batch: Tensor) -> tuple[Tensor, Tensor]:
+            h = self.features(batch)
+            return self._potential_of(batch, h).sum(), h
+
+        return torch.func.grad(summed, has_aux=True)(z)
+
+    def _matrices(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        matrix = self.matrix_head(h).unflatten(-1, (self.dim, self.dim))
+        lower, upper = matrix.tril(), matrix.triu(1)
+        identity = torch.eye(self.dim, dtype=h.dtype, device=h.device)
+        return lower @ lower.mT + self.alpha * identity, upper - upper.mT
+
+    def dissipation(self, z: Tensor) -> Tensor:
+        """Positive definite M(z) = L L^T + alpha I, [..., d, d]."""
+        return self._matrices(self.features(z))[0]
+
+    def antisymmetric(self, z: Tensor) -> Tensor:
+        """Antisymmetric W(z) = R - R^T, [..., d, d]."""
+        return self._matrices(self.features(z))[1]
+
+    def forward(self, z: Tensor) -> Tensor:
+        gradient, h = self._gradient_and_features(z)
+        dissipation, antisymmetric = self._matrices(h)
+        velocity = -((dissipation + antisymmetric) @ gradient.unsqueeze(-1)).squeeze(-1)
+        return velocity if self.forcing is None else velocity + self.forcing(h)
+
+
+def onsager_net(dim: int, trunk_layers: int = 0, **settings) -> nn.Module:
+    """The OnsagerNet of a config block: separate networks (trunk_layers 0) or a residual trunk."""
+    if trunk_layers == 0:
+        return OnsagerNet(dim, **settings)
+    return ResidualOnsagerNet(dim, layers=trunk_layers, **settings)
 
 
 def _guard(normal: Tensor) -> float:

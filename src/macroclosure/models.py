@@ -38,8 +38,12 @@ MODELS = {
             "C0", "o",
         ),
         LatentModel(
-            "onsager", "macroclosure.dynamics:OnsagerNet",
+            "onsager", "macroclosure.dynamics:onsager_net",
             _block({"hidden": {"$ref": "#/$defs/positive_int", "default": 32},
+                    "trunk_layers": {"type": "integer", "minimum": 0, "default": 0,
+                                     "description": "0: separate tanh networks for V, M and W and a forcing linear in z;"
+                                                    " n: one residual trunk of n layers (published LJ: 3 x 256) read"
+                                                    " out into V, M, W and a nonlinear forcing"},
                     "alpha": {"$ref": "#/$defs/positive_number", "default": 0.1},
                     "beta": {"$ref": "#/$defs/positive_number", "default": 0.1},
                     "forcing": {"type": "boolean", "default": True}}),
