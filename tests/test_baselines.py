@@ -12,7 +12,7 @@ import pytest
 from macroclosure.baselines import baseline_errors, mean_course, relative_components
 from macroclosure.cli import main
 from macroclosure.metric import relative_rollout_error
-from macroclosure.report import markdown_table, with_baselines
+from macroclosure.report import annealing_note, load_metrics, markdown_table, summarise, with_baselines
 
 T = np.arange(3.0)  # t = 0, 1, 2
 
@@ -113,3 +113,23 @@ def test_a_row_whose_every_model_diverged_says_so_instead_of_nan():
     text = markdown_table(with_baselines(summary, baselines, ["system"]))
     assert "| 3.2e+05 atoms | every model diverged (error > 1) | 3 | 3 | 3 | no skill |" in text
     assert "| 2e+04 atoms | 1.50e-01 ± 1.0e-02 | 3 | 3 | 1 | no skill |" in text and "nan" not in text
+
+
+def test_models_whose_learning_rate_never_dropped_are_named_below_the_summary(tmp_path):
+    record = {"system": "lj", "model": "onsager", "loss": "L_xp", "p": 0.0625, "seed": 0, "configurations": 400,
+              "force_evaluations": 20000, "force_unit": "atom", "force_wall_seconds": 1.0, "train_wall_seconds": 1.0,
+              "rollout_error": 2e-3}
+    paths = []
+    for seed, dropped in enumerate(([True, False], None)):  # None: metrics of a model trained before it was recorded
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps(record | {"seed": seed, "member_rollout_errors": [1e-3, 3e-3]}
+                                   | ({} if dropped is None else {"member_lr_dropped": dropped})))
+        paths.append(str(path))
+    metrics = load_metrics(paths)
+    assert metrics["never_annealed"].tolist() == [False, True, False, False]
+    summary = summarise(metrics)
+    assert summary["never_annealed"].tolist() == [1] and summary["models"].tolist() == [4]
+    note = annealing_note(summary, ["system", "model", "loss", "p", "configurations"])
+    assert "- system lj, model onsager, loss L_xp, p 0.0625, configurations 400: 1 of 4 models" in note
+    assert "train.plateau_patience" in note
+    assert annealing_note(summarise(load_metrics(paths[1:])), ["system"]) == ""

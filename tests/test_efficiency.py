@@ -267,6 +267,19 @@ def test_efficiency_writes_tables_and_figures(metrics, tmp_path):
     baseline = points[points["loss"] == "mean course"].set_index("size")
     assert baseline.loc[2700, "rollout_error_mean"] == 2e-2 and baseline.loc[2700, "units"] == 2700
     assert "| lennard_jones | 800 | 800 | 4.00e-01 | 1.50e-03 |" in (tmp_path / "out/to_tolerance.md").read_text()
+    assert "never dropped" not in (tmp_path / "out/to_tolerance.md").read_text()
+
+
+def test_a_model_whose_learning_rate_never_dropped_is_named_below_the_tables(metrics, tmp_path):
+    stuck = json.loads(Path(metrics[0]).read_text())
+    Path(metrics[0]).write_text(json.dumps(stuck | {"member_lr_dropped": [False]}))
+    settings = {"tolerance": 3e-3, "systems": {"lennard_jones": {"sizes": [800, 2700]}}}
+    baselines = [write_baselines(tmp_path, 800, 0.4, 1.5e-3), write_baselines(tmp_path, 2700, 0.4, 2e-2)]
+    efficiency(metrics, baselines, str(tmp_path / "out"), settings)
+    assert "- system lennard_jones, size 800, loss L_z, subset p1, configurations 100: 1 of 2 models" in \
+        (tmp_path / "out/to_tolerance.md").read_text()
+    points = pd.read_csv(tmp_path / "out/points.csv").set_index(["size", "loss", "configurations"])
+    assert points.loc[(800, "L_z", 100), "never_annealed"] == 1 and points["never_annealed"].sum() == 1
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from macroclosure.config import complete_section
 from macroclosure.ensemble import Stacked, build_members, member_seed
 from macroclosure.losses import micro_moments
 from macroclosure.normalisation import Normalisation
-from macroclosure.train import fit_dynamics, mean_losses, split_validation
+from macroclosure.train import fit_dynamics, lr_dropped, mean_losses, split_validation, warn_if_never_annealed
 
 DIM = 3
 MODELS = {"mlp": {"hidden": [16]}, "onsager": {"hidden": 8}, "gfinn": {"hidden": 8}}
@@ -56,10 +56,10 @@ def test_members_are_initialised_independently_and_reproducibly():
 def test_ensemble_training_equals_training_the_members_one_by_one(name, loss):
     members = build_members(name, DIM, MODELS[name], seed=0, count=2)
     data = training_data(loss)
-    _, together = fit_dynamics(copy.deepcopy(members), loss, data, identity_normalisation(), SETTINGS, seed=5,
+    _, together, _ = fit_dynamics(copy.deepcopy(members), loss, data, identity_normalisation(), SETTINGS, seed=5,
                                device=torch.device("cpu"), progress=False)
     for member, trained_together in zip(members, together):
-        _, (alone,) = fit_dynamics([copy.deepcopy(member)], loss, data, identity_normalisation(), SETTINGS, seed=5,
+        _, (alone,), _ = fit_dynamics([copy.deepcopy(member)], loss, data, identity_normalisation(), SETTINGS, seed=5,
                                    device=torch.device("cpu"), progress=False)
         assert alone.keys() == trained_together.keys()
         for key in alone:
@@ -74,23 +74,44 @@ def test_each_member_keeps_its_own_plateau_schedule():
     members = build_members("mlp", DIM, MODELS["mlp"], seed=0, count=2)
     data = training_data("L_z")
     cpu = torch.device("cpu")
-    history, together = fit_dynamics(copy.deepcopy(members), "L_z", data, identity_normalisation(), schedule, seed=5,
+    history, together, _ = fit_dynamics(copy.deepcopy(members), "L_z", data, identity_normalisation(), schedule, seed=5,
                                      device=cpu, progress=False)
     alone = [fit_dynamics([copy.deepcopy(member)], "L_z", data, identity_normalisation(), schedule, seed=5, device=cpu,
                           progress=False) for member in members]
-    rates = [[row["lr"] for row in member_history] for member_history, _ in alone]
+    rates = [[row["lr"] for row in member_history] for member_history, _, _ in alone]
     assert rates[0] != rates[1], "both members kept the same schedule: the test proves nothing"
     assert [row["lr"] for row in history] == pytest.approx([(a + b) / 2 for a, b in zip(*rates)])
-    for trained_together, (_, (trained_alone,)) in zip(together, alone):
+    for trained_together, (_, (trained_alone,), _) in zip(together, alone):
         for key in trained_alone:
             torch.testing.assert_close(trained_together[key], trained_alone[key], rtol=1e-4, atol=1e-5)
+
+
+def test_final_rates_tell_which_members_were_annealed(caplog):
+    cpu = torch.device("cpu")
+    data = training_data("L_z")
+    # Patience 1 at a large rate: both members stall and halve their rates within 40 epochs.
+    fast = SETTINGS | {"epochs": 40, "lr": 0.2, "plateau_patience": 1, "plateau_on": "training", "keep": "last"}
+    history, _, lowered = fit_dynamics(build_members("mlp", DIM, MODELS["mlp"], seed=0, count=2), "L_z", data,
+                                       identity_normalisation(), fast, seed=5, device=cpu, progress=False)
+    assert max(lowered) < fast["lr"] and sum(lowered) / 2 == pytest.approx(history[-1]["lr"])
+    assert lr_dropped(lowered, fast) == [True, True]
+    # Patience 100 cannot fire in 4 epochs: the member ends at its starting rate, and the log says how to fix it.
+    _, _, unchanged = fit_dynamics(build_members("mlp", DIM, MODELS["mlp"], seed=0, count=1), "L_z", data,
+                                   identity_normalisation(), SETTINGS, seed=5, device=cpu, progress=False)
+    assert unchanged == [SETTINGS["lr"]] and lr_dropped(unchanged, SETTINGS) == [False]
+    warn_if_never_annealed(unchanged, SETTINGS)
+    warn_if_never_annealed(lowered, fast)
+    (warning,) = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert "1 of 1 members" in warning.getMessage() and "train.plateau_patience (100)" in warning.getMessage()
+    # A schedule whose floor is its start cannot lower the rate: nothing to flag.
+    assert lr_dropped(unchanged, SETTINGS | {"min_lr": SETTINGS["lr"]}) is None
 
 
 def trained(settings: dict, seed: int = 5) -> tuple[list[dict], list[dict], dict]:
     """History, members' state_dicts and data of one MLP trained on noisy L_z targets."""
     members = build_members("mlp", DIM, MODELS["mlp"], seed=0, count=1)
     data = training_data("L_z")
-    history, state_dicts = fit_dynamics(members, "L_z", data, identity_normalisation(), SETTINGS | settings, seed=seed,
+    history, state_dicts, _ = fit_dynamics(members, "L_z", data, identity_normalisation(), SETTINGS | settings, seed=seed,
                                         device=torch.device("cpu"), progress=False)
     return history, state_dicts, data
 

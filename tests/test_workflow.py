@@ -104,6 +104,7 @@ def test_pipeline_produces_every_output(pipeline):
     metrics = json.loads((results / "predator_prey/evaluation/onsager_L_xp_p0.2_seed0/metrics.json").read_text())
     assert metrics["force_evaluations"] == 60 * 4  # 60 configurations x 4 of 20 coordinates
     assert len(metrics["member_rollout_errors"]) == 2  # ensemble members
+    assert len(metrics["member_lr_dropped"]) == 2  # whether each member's plateau schedule fired
     assert [len(errors) for errors in metrics["rollout_error_per_trajectory"]] == [2, 2]  # test trajectories
     assert (results / "predator_prey/evaluation/onsager_L_xp_p0.2_seed0/rollout.png").is_file()
     assert "| predator_prey | onsager | L_xp | 0.2 |" in (results / "report/summary.md").read_text()

@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from macroclosure.planning import run_of, size_of_baselines, sizes  # noqa: E402
-from macroclosure.report import (DIVERGED_ERROR, draw_baselines, finish_error_axis, load_baselines,  # noqa: E402
-                                 load_metrics, save_figure, with_baselines, write_table)
+from macroclosure.report import (DIVERGED_ERROR, annealing_note, draw_baselines, finish_error_axis,  # noqa: E402
+                                 load_baselines, load_metrics, save_figure, with_baselines, write_table)
 from macroclosure.runtime import log  # noqa: E402
 
 BASELINE = "L_z"
@@ -71,8 +71,9 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
         seeds=("seed", "nunique"),
         models=("seed", "count"),
         diverged=("diverged", "sum"),
+        never_annealed=("never_annealed", "sum"),
     ).reset_index()
-    return points.astype({"force_evaluations": int, "diverged": int})
+    return points.astype({"force_evaluations": int, "diverged": int, "never_annealed": int})
 
 
 def size_tolerances(settings: dict, baselines: pd.DataFrame) -> dict[tuple[str, int], float]:
@@ -253,7 +254,8 @@ def efficiency(metrics_paths: list[str], baselines_paths: list[str], out: str, s
     for name, (table, title) in tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
         write_table(table, title, out / f"{name}.html")
-    (out / "to_tolerance.md").write_text(markdown(reached, ratio) + "\n" + baselines_markdown(baselines))
+    (out / "to_tolerance.md").write_text(markdown(reached, ratio) + "\n" + baselines_markdown(baselines)
+                                         + annealing_note(points, ["system", "size", "loss", "subset", "configurations"]))
     for system, grid in settings["systems"].items():
         plot_data_efficiency(points, baselines, system, tolerances, out / f"data_efficiency_{system}.png")
         if len(sizes(system, grid)) > 1:

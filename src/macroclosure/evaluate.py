@@ -86,6 +86,7 @@ def evaluate(model_dir: str, closure: str, trajectories: str, out: str, settings
     } | {
         "rollout_error": float(member_errors.mean()),
         "member_rollout_errors": member_errors.tolist(),
+        "member_lr_dropped": hparams.get("member_lr_dropped"),  # absent from models trained before it was recorded
         "rollout_error_per_trajectory": errors.tolist(),
         "ensemble": len(members),
         "test_trajectories": int(errors.shape[1]),

@@ -99,13 +99,30 @@ def write_table(table: pd.DataFrame, title: str, path: Path) -> None:
 
 
 def load_metrics(paths: list[str]) -> pd.DataFrame:
-    """One row per trained model: (system, model, loss, p, seed, ensemble member)."""
+    """One row per trained model: (system, model, loss, p, seed, ensemble member), with
+    `never_annealed`: True where the member's learning rate could drop but never did."""
     rows = []
     for path in paths:
         metrics = json.loads(Path(path).read_text())
-        for member, error in enumerate(metrics.pop("member_rollout_errors")):
-            rows.append(metrics | {"member": member, "rollout_error": error})
+        errors = metrics.pop("member_rollout_errors")
+        dropped = metrics.pop("member_lr_dropped", None) or [None] * len(errors)
+        for member, (error, lowered) in enumerate(zip(errors, dropped)):
+            rows.append(metrics | {"member": member, "rollout_error": error, "never_annealed": lowered is False})
     return pd.DataFrame(rows)
+
+
+def annealing_note(table: pd.DataFrame, label: list[str]) -> str:
+    """Markdown lines naming the rows of a summary `table` (columns `never_annealed`, `models`)
+    with models whose learning rate never dropped, each named by its `label` columns; empty
+    where there are none. Their loss kept creeping down by more than the plateau threshold, so
+    their weights come from the starting rate, which for `keep: last` is an un-annealed iterate."""
+    flagged = table[table["never_annealed"].fillna(0) > 0]
+    if flagged.empty:
+        return ""
+    lines = [f"- {', '.join(f'{column} {row[column]}' for column in label)}: {int(row['never_annealed'])} of "
+             f"{int(row['models'])} models" for _, row in flagged.iterrows()]
+    return ("\nModels whose learning rate never dropped (the plateau schedule did not fire within `train.epochs`; "
+            "lower `train.plateau_patience` or raise `train.epochs`):\n\n" + "\n".join(lines) + "\n")
 
 
 def load_baselines(paths: list[str]) -> pd.DataFrame:
@@ -154,6 +171,7 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
         seeds=("seed", "nunique"),
         models=("seed", "count"),
         diverged=("diverged", "sum"),
+        never_annealed=("never_annealed", "sum"),
         force_evaluations=("force_evaluations", "mean"),
         force_unit=("force_unit", "first"),
         rollout_error_mean=("finite_error", "mean"),
@@ -162,7 +180,7 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
         train_wall_seconds=("train_wall_seconds", "mean"),
     ).reset_index()
     summary["rollout_error_std"] = summary["rollout_error_std"].fillna(0.0)
-    return summary.astype({"force_evaluations": int, "diverged": int, "models": int})
+    return summary.astype({"force_evaluations": int, "diverged": int, "never_annealed": int, "models": int})
 
 
 def equal_budget(summary: pd.DataFrame) -> pd.DataFrame:
@@ -288,7 +306,8 @@ def report(metrics_paths: list[str], model_dirs: list[str], baselines_paths: lis
     summary = with_baselines(summarise(metrics), baselines, ["system"])
     summary.to_csv(out / "summary.csv", index=False)
     write_table(summary, "Summary: rollout error and force cost per trained configuration, then the baselines", out / "summary.html")
-    (out / "summary.md").write_text(markdown_table(summary) + budget_sentences(summary))
+    (out / "summary.md").write_text(markdown_table(summary) + budget_sentences(summary)
+                                    + annealing_note(summary, ["system", "model", "loss", "p", "configurations"]))
     plot_error_against_cost(metrics, baselines, out / "error_vs_force_evaluations.png")
     plot_loss_curves(model_dirs, out / "loss_curves.png")
     log.info("report of %d models written to %s", len(metrics), out)

@@ -219,7 +219,7 @@ def fit_dynamics(members: list, loss: str, tensors: dict, normalisation: Normali
     (plateau on the training loss, final weights). Members see the same minibatches; their
     gradients, AdamW moments and plateau schedules (MemberSchedules) are their own, so each
     evolves as if trained alone. The history's `lr` is the members' mean rate.
-    Returns the per-epoch history and one state_dict per member.
+    Returns the per-epoch history, one state_dict per member and the members' final rates.
     """
     generator = torch.Generator().manual_seed(seed)
     tensors = {name: value.to(device) for name, value in tensors.items()}
@@ -258,7 +258,28 @@ def fit_dynamics(members: list, loss: str, tensors: dict, normalisation: Normali
         history.append({"epoch": epoch, "loss": training_loss.mean().item(), "validation_loss": held_out.mean().item(),
                         "lr": schedules.rates().mean().item()})
         bar.set_postfix(loss=f"{training_loss.mean():.3e}", validation=f"{held_out.mean():.3e}", refresh=False)
-    return history, stacked.state_dicts(best_params if settings["keep"] == "best" else None)
+    return history, stacked.state_dicts(best_params if settings["keep"] == "best" else None), schedules.rates().tolist()
+
+
+def lr_dropped(final_rates: list[float], settings: dict) -> list[bool] | None:
+    """Per member: did its learning rate ever drop below the start? None where the schedule
+    could not lower it (`min_lr` at or above `lr`). A member that could but did not had a
+    plateau schedule that never fired (a loss that keeps creeping down by more than the
+    plateau threshold, as a noisy training loss can), so the weights it keeps were never
+    annealed; reports flag such models."""
+    if settings["min_lr"] >= settings["lr"]:
+        return None
+    return [rate < settings["lr"] for rate in final_rates]
+
+
+def warn_if_never_annealed(final_rates: list[float], settings: dict) -> None:
+    """Log a warning naming the fix when some member's learning rate never dropped (`lr_dropped`)."""
+    stuck = (lr_dropped(final_rates, settings) or []).count(False)
+    if stuck:
+        log.warning("%d of %d members ended at the starting learning rate %g: the plateau on the %s loss never fired "
+                    "in %d epochs, so their %s weights are un-annealed; lower train.plateau_patience (%d) or raise "
+                    "train.epochs", stuck, len(final_rates), settings["lr"], settings["plateau_on"], settings["epochs"],
+                    settings["keep"], settings["plateau_patience"])
 
 
 def train(trajectories: str, forces: str, closure: str, out: str, model_name: str, loss: str, seed: int, settings: dict, device: str = "auto", progress: bool = True) -> None:
@@ -280,8 +301,9 @@ def train(trajectories: str, forces: str, closure: str, out: str, model_name: st
     members = build_members(model_name, dim, settings[model_name], seed, settings["ensemble"])
     log.info("training %d x %s with %s on %d samples (p = %g)", len(members), model_name, loss, len(tensors["z"]), force_store.attrs["p"])
     start = time.perf_counter()
-    history, state_dicts = fit_dynamics(members, loss, tensors, normalisation, settings, seed, torch_used, progress)
+    history, state_dicts, final_rates = fit_dynamics(members, loss, tensors, normalisation, settings, seed, torch_used, progress)
     train_seconds = time.perf_counter() - start
+    warn_if_never_annealed(final_rates, settings)
     hparams = {
         "model": model_name,
         "dim": dim,
@@ -299,6 +321,8 @@ def train(trajectories: str, forces: str, closure: str, out: str, model_name: st
         "prepare_wall_seconds": prepare_seconds,
         "train_wall_seconds": train_seconds,
         "best_validation_loss": min(row["validation_loss"] for row in history),
+        "member_final_lr": final_rates,
+        "member_lr_dropped": lr_dropped(final_rates, settings),
         **learnt,
         "provenance": provenance(train_settings(settings, model_name, loss), seed, str(torch_used)),
     }
