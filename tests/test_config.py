@@ -53,7 +53,7 @@ def test_repository_config_is_valid(config):
     assert validate(config)["systems"]["predator_prey"]["closure"]["latent_dim"] > 2
 
 
-BENCHMARK_FOLDERS = ("paper", "paper/ablation", "default_tuning", "efficiency", "lj_scaling", "particle_closure")
+BENCHMARK_FOLDERS = ("paper", "paper/ablation", "default_run", "default_tuning", "efficiency", "lj_scaling", "particle_closure")
 BENCHMARK_CONFIGS = sorted(path.relative_to(REPOSITORY) for folder in BENCHMARK_FOLDERS
                            for path in (REPOSITORY / "benchmarks" / folder).glob("*.yaml"))
 
