@@ -99,8 +99,8 @@ def test_final_rates_tell_which_members_were_annealed(caplog):
     _, _, unchanged = fit_dynamics(build_members("mlp", DIM, MODELS["mlp"], seed=0, count=1), "L_z", data,
                                    identity_normalisation(), SETTINGS, seed=5, device=cpu, progress=False)
     assert unchanged == [SETTINGS["lr"]] and lr_dropped(unchanged, SETTINGS) == [False]
-    warn_if_never_annealed(unchanged, SETTINGS)
-    warn_if_never_annealed(lowered, fast)
+    warn_if_never_annealed(lr_dropped(unchanged, SETTINGS), SETTINGS)
+    warn_if_never_annealed(lr_dropped(lowered, fast), fast)
     (warning,) = [record for record in caplog.records if record.levelname == "WARNING"]
     assert "1 of 1 members" in warning.getMessage() and "train.plateau_patience (100)" in warning.getMessage()
     # A schedule whose floor is its start cannot lower the rate: nothing to flag.

@@ -272,13 +272,14 @@ def lr_dropped(final_rates: list[float], settings: dict) -> list[bool] | None:
     return [rate < settings["lr"] for rate in final_rates]
 
 
-def warn_if_never_annealed(final_rates: list[float], settings: dict) -> None:
-    """Log a warning naming the fix when some member's learning rate never dropped (`lr_dropped`)."""
-    stuck = (lr_dropped(final_rates, settings) or []).count(False)
+def warn_if_never_annealed(dropped: list[bool] | None, settings: dict) -> None:
+    """Log a warning naming the fix when some member's learning rate never dropped (`dropped`
+    as `lr_dropped` gives it)."""
+    stuck = (dropped or []).count(False)
     if stuck:
         log.warning("%d of %d members ended at the starting learning rate %g: the plateau on the %s loss never fired "
                     "in %d epochs, so their %s weights are un-annealed; lower train.plateau_patience (%d) or raise "
-                    "train.epochs", stuck, len(final_rates), settings["lr"], settings["plateau_on"], settings["epochs"],
+                    "train.epochs", stuck, len(dropped), settings["lr"], settings["plateau_on"], settings["epochs"],
                     settings["keep"], settings["plateau_patience"])
 
 
@@ -303,7 +304,8 @@ def train(trajectories: str, forces: str, closure: str, out: str, model_name: st
     start = time.perf_counter()
     history, state_dicts, final_rates = fit_dynamics(members, loss, tensors, normalisation, settings, seed, torch_used, progress)
     train_seconds = time.perf_counter() - start
-    warn_if_never_annealed(final_rates, settings)
+    dropped = lr_dropped(final_rates, settings)
+    warn_if_never_annealed(dropped, settings)
     hparams = {
         "model": model_name,
         "dim": dim,
@@ -322,7 +324,7 @@ def train(trajectories: str, forces: str, closure: str, out: str, model_name: st
         "train_wall_seconds": train_seconds,
         "best_validation_loss": min(row["validation_loss"] for row in history),
         "member_final_lr": final_rates,
-        "member_lr_dropped": lr_dropped(final_rates, settings),
+        "member_lr_dropped": dropped,
         **learnt,
         "provenance": provenance(train_settings(settings, model_name, loss), seed, str(torch_used)),
     }
