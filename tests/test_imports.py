@@ -1,5 +1,6 @@
-"""The package's internal imports form no cycle, counting imports inside functions too, and
-planning imports none of JAX, jax-md and torch (so `snakemake -n` stays fast)."""
+"""The package's internal imports form no cycle, counting imports inside functions too,
+planning imports none of JAX, jax-md and torch (so `snakemake -n` stays fast), and the stages
+that do not integrate MD do not import jax-md (its import alone costs seconds per job)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,15 @@ def test_planning_modules_import_no_heavy_package(module):
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                             cwd=PACKAGE.parents[1])
     assert result.stdout.strip() == "[]"
+
+
+def test_building_the_lennard_jones_system_imports_no_jax_md():
+    """Closure, train, evaluate and sample jobs build the system for its observables and partial
+    forces; importing jax-md runs jitted set-up, so only MD and the reference forces load it."""
+    probe = ("import sys; from macroclosure.config import complete_section; "
+             "from macroclosure.systems import build_system; "
+             "build_system('lennard_jones', complete_section('lennard_jones', 'simulate', {'atoms': 32})); "
+             "print('jax_md' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            cwd=PACKAGE.parents[1])
+    assert result.stdout.strip() == "False"

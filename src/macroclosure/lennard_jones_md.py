@@ -19,18 +19,24 @@ from __future__ import annotations
 import math
 import warnings
 from functools import lru_cache, partial
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from jax_md import minimize, partition, quantity, smap, space
 
 from macroclosure import lammps_md
 from macroclosure.runtime import log
 from macroclosure.systems import System
 from macroclosure.systems.lennard_jones import box_length, dimensions
+
+if TYPE_CHECKING:
+    from jax_md import partition
+
+# jax-md is imported where it is used, not here: importing it runs jitted set-up (about 4 s
+# on one CPU core), which every closure, train and evaluate job of the system would pay
+# without calling it (they use the observables, and sampling uses `partial_forces`).
 
 # jax-md itself asks for float64 sums (util.high_precision_sum) and scatters int64 into int32
 # neighbour lists; JAX warns about both on every trace, which would bury the logs.
@@ -242,6 +248,8 @@ def partial_forces(positions, atoms, *, box: float, r_cutoff: float, grid: CellG
 
 def all_pair_forces(positions, *, box: float, r_cutoff: float):
     """jax-md's dense all-pairs forces [A, 3]: O(A^2), the independent reference."""
+    from jax_md import quantity, smap, space
+
     displacement, _ = space.periodic(box, wrapped=False)
     energy = smap.pair(partial(pair_energy, r_cutoff=r_cutoff), space.canonicalize_displacement_or_metric(displacement))
     return quantity.force(energy)(positions)
@@ -270,6 +278,8 @@ def simulation_functions(settings: dict) -> Simulation:
 @lru_cache(maxsize=8)
 def _simulation(atoms: int, density: float, r_cutoff: float, skin: float) -> Simulation:
     """Neighbour lists (cutoff r_c + skin) and the pair energies on them, via jax-md."""
+    from jax_md import partition, quantity, smap, space
+
     box = box_length({"atoms": atoms, "density": density})
     displacement, shift = space.periodic(box, wrapped=False)
     metric = space.canonicalize_displacement_or_metric(displacement)
@@ -398,6 +408,8 @@ def descend(sim: Simulation, positions, neighbor, *, soft: bool, steps: int):
     FIRE starts and stays at small steps on LJ: at the r ~ 1 contacts soft spheres leave,
     its forces are ~100 and the default step would throw atoms across the box.
     """
+    from jax_md import minimize
+
     energy = sim.soft_energy_fn if soft else sim.energy_fn
     init, apply = minimize.fire_descent(energy, sim.shift_fn, **({} if soft else {"dt_start": 0.001, "dt_max": 0.01}))
 
