@@ -60,6 +60,14 @@ def cycle(graph: dict[str, set[str]]) -> list[str]:
     return []
 
 
+def probe_output(probe: str) -> str:
+    """What `probe` prints, run in a fresh interpreter from the repository root (so its imports
+    start from nothing)."""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            cwd=PACKAGE.parents[1])
+    return result.stdout.strip()
+
+
 def test_the_cycle_finder_finds_one():
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) == []
@@ -77,9 +85,7 @@ def test_planning_modules_import_no_heavy_package(module):
     probe = (f"import sys, yaml; import {module}; from macroclosure.config import validate; "
              "validate(yaml.safe_load(open('config.yaml'))); "
              "print(sorted({'jax', 'jax_md', 'torch'} & set(sys.modules)))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                            cwd=PACKAGE.parents[1])
-    assert result.stdout.strip() == "[]"
+    assert probe_output(probe) == "[]"
 
 
 def test_building_the_lennard_jones_system_imports_no_jax_md():
@@ -89,6 +95,4 @@ def test_building_the_lennard_jones_system_imports_no_jax_md():
              "from macroclosure.systems import build_system; "
              "build_system('lennard_jones', complete_section('lennard_jones', 'simulate', {'atoms': 32})); "
              "print('jax_md' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                            cwd=PACKAGE.parents[1])
-    assert result.stdout.strip() == "False"
+    assert probe_output(probe) == "False"
