@@ -33,22 +33,20 @@ def summary(values: np.ndarray) -> str:
     return f"median {np.median(values):.3g} (range {values.min():.3g}-{values.max():.3g})"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("system_results", type=Path, help="RESULTS/SYSTEM: holds trajectories/ and closure/")
-    parser.add_argument("--states", type=int, default=200)
-    parser.add_argument("--fraction", type=float, default=0.2)
-    args = parser.parse_args()
+def measure(system_results: Path, states: int = 200, fraction: float = 0.2) -> dict:
+    """The metric's statistics for `states` training states of the store and closure under
+    `system_results`: per state arrays of kappa(J J^T), kappa(M), kappa(G_I) and the force
+    share outside J's row space, and each latent component's median share of trace(M)."""
     torch.set_default_dtype(torch.float64)
     use_float64(True)
-    store = open_store(args.system_results / "trajectories" / "train.zarr", "trajectories")
+    store = open_store(system_results / "trajectories" / "train.zarr", "trajectories")
     system_name = store.attrs["system"]
     settings = json.loads(store.attrs["provenance"])["settings"]
     system = build_system(system_name, settings)
-    states = store["state"].values.reshape(-1, store.sizes["dof"])
+    all_states = store["state"].values.reshape(-1, store.sizes["dof"])
     rng = np.random.default_rng(0)
-    x = torch.as_tensor(states[rng.choice(len(states), args.states, replace=False)], dtype=torch.float64)
-    model, _, normalisation = load_closure(args.system_results / "closure")
+    x = torch.as_tensor(all_states[rng.choice(len(all_states), states, replace=False)], dtype=torch.float64)
+    model, _, normalisation = load_closure(system_results / "closure")
     model = model.double()
     with torch.no_grad():
         J = encoder_jacobian(model, x)
@@ -56,20 +54,37 @@ def main() -> None:
     sigma = torch.as_tensor(normalisation.rate_std)
     n = J.shape[-1]
     metric = sigma[:, None] * torch.linalg.inv(gram) * sigma[None, :] / n
-    k = max(1, round(args.fraction * n))
+    k = max(1, round(fraction * n))
     rows = torch.stack([torch.as_tensor(rng.choice(n, k, replace=False)) for _ in range(len(x))])
     pinv_rows = pseudo_inverse_rows(J, rows)
     subset_metric = sigma[:, None] * (pinv_rows.mT @ pinv_rows / k) * sigma[None, :]
     force = torch.as_tensor(np.asarray(jax.vmap(system.rhs)(x.numpy())), dtype=torch.float64)
     lifted = (J.mT @ torch.linalg.solve(gram, (J @ force.unsqueeze(-1)))).squeeze(-1)
-    share = (torch.diagonal(metric, dim1=-2, dim2=-1) / torch.diagonal(metric, dim1=-2, dim2=-1).sum(-1, keepdim=True)).numpy()
-    print(f"{system_name}: {len(x)} training states, N = {n}, d = {J.shape[1]}, subsets of {k} rows")
-    print("kappa(J J^T):", summary(gram_condition_number(gram).numpy()))
-    print("kappa(M), the L_x weighting of standardised rate errors:", summary(gram_condition_number(metric).numpy()))
-    print("kappa(G_I), one subset's L_x,p weighting:", summary(gram_condition_number(subset_metric).numpy()))
+    diagonal = torch.diagonal(metric, dim1=-2, dim2=-1)
+    return {
+        "system": system_name, "states": len(x), "N": n, "d": J.shape[1], "k": k,
+        "kappa_gram": gram_condition_number(gram).numpy(),
+        "kappa_metric": gram_condition_number(metric).numpy(),
+        "kappa_subset_metric": gram_condition_number(subset_metric).numpy(),
+        "trace_share": np.median((diagonal / diagonal.sum(-1, keepdim=True)).numpy(), axis=0),
+        "unresolved_force": (torch.linalg.norm(force - lifted, dim=-1) / torch.linalg.norm(force, dim=-1)).numpy(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("system_results", type=Path, help="RESULTS/SYSTEM: holds trajectories/ and closure/")
+    parser.add_argument("--states", type=int, default=200)
+    parser.add_argument("--fraction", type=float, default=0.2)
+    args = parser.parse_args()
+    m = measure(args.system_results, args.states, args.fraction)
+    print(f"{m['system']}: {m['states']} training states, N = {m['N']}, d = {m['d']}, subsets of {m['k']} rows")
+    print("kappa(J J^T):", summary(m["kappa_gram"]))
+    print("kappa(M), the L_x weighting of standardised rate errors:", summary(m["kappa_metric"]))
+    print("kappa(G_I), one subset's L_x,p weighting:", summary(m["kappa_subset_metric"]))
     print("share of trace(M) per latent component (observables first):",
-          ", ".join(f"{np.median(column):.3g}" for column in share.T))
-    print("|f - J+ J f| / |f|:", summary((torch.linalg.norm(force - lifted, dim=-1) / torch.linalg.norm(force, dim=-1)).numpy()))
+          ", ".join(f"{share:.3g}" for share in m["trace_share"]))
+    print("|f - J+ J f| / |f|:", summary(m["unresolved_force"]))
 
 
 if __name__ == "__main__":
