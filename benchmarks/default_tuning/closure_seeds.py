@@ -1,6 +1,10 @@
 """Collect the closure-seed runs of `closure_seeds.sh` into one table: per closure seed, the
 Allen-Cahn MLP rollout errors of L_z and L_x,p (and L_x where it ran) over the latent seeds,
-the per-seed ratios to L_z, the closure's final losses and its metric (`latent_metric.py`).
+the per-seed ratios to L_z, the closure's final losses and its metric (`latent_metric.py`);
+then, over all closures and seeds: the pooled ratio of mean errors with a bootstrap interval
+(closures resampled, then seeds within them), one-way ANOVAs of each loss's error by closure
+and by latent seed (is the closure's draw distinguishable from the latent seed's?), and the
+Spearman correlation of the per-closure ratio with the closure's statistics.
 
     .venv/bin/python benchmarks/default_tuning/closure_seeds.py results/tune/allen_cahn_closure_seed*
 """
@@ -14,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).parent))
 from latent_metric import measure  # noqa: E402
 
-ROWS = {"L_z": "mlp_L_z_p1_seed", "L_x": "mlp_L_x_p1_seed", "L_xp": "mlp_L_xp_p0.2_seed"}
+ROWS = {"L_z": "mlp_L_z_p1_seed", "L_x": "mlp_L_x_p1_seed", "L_xp": "mlp_L_xp_p0.2_seed",
+        "L_z budget": "mlp_L_z_p1_c320_seed"}  # L_z on L_x,p's force budget: 320 configurations
 
 
 def errors(system_results: Path, prefix: str) -> dict[int, float]:
@@ -42,7 +48,7 @@ def closure_row(results: Path) -> dict:
     reference = errors(system_results, ROWS["L_z"])
     row["L_z"] = np.mean(list(reference.values()))
     row["L_z per seed"] = list(reference.values())
-    for loss in ("L_x", "L_xp"):
+    for loss in ("L_x", "L_xp", "L_z budget"):
         found = errors(system_results, ROWS[loss])
         if not found:
             continue
@@ -60,18 +66,34 @@ def main() -> None:
     table = pd.DataFrame([closure_row(results) for results in args.results]).sort_values("closure seed")
     per_seed = [column for column in table.columns if column.endswith(" per seed") and not column.endswith("/ L_z per seed")]
     print(table.drop(columns=per_seed).to_markdown(index=False, floatfmt=".3g"))
-    pooled_reference = np.concatenate(table["L_z per seed"].to_list())
-    print(f"\nL_z over every closure and seed ({len(pooled_reference)} models): mean {pooled_reference.mean():.3g}, "
-          f"std {pooled_reference.std():.2g}")
-    for loss in ("L_x", "L_xp"):
+    reference = np.array(table["L_z per seed"].to_list())  # [closure, latent seed]
+    print(f"\nL_z over every closure and seed ({reference.size} models): mean {reference.mean():.3g}, std {reference.std():.2g}")
+    rng = np.random.default_rng(0)
+    for loss in ("L_z", "L_x", "L_xp", "L_z budget"):
         if loss not in table:
             continue
-        ratios = table[f"{loss} / L_z"]
-        pooled = np.concatenate(table[f"{loss} per seed"].to_list())
-        print(f"{loss} over every closure and seed ({len(pooled)} models): mean {pooled.mean():.3g}, std {pooled.std():.2g}; "
-              f"pooled mean / L_z's {pooled.mean() / pooled_reference.mean():.3g}. Per closure {loss} / L_z: median "
-              f"{ratios.median():.3g}, range {ratios.min():.3g}-{ratios.max():.3g}, at most 1.5 in {int((ratios <= 1.5).sum())} "
-              f"of {len(ratios)}")
+        errors_ = np.array(table[f"{loss} per seed"].to_list())
+        by_closure = stats.f_oneway(*errors_).pvalue
+        by_seed = stats.f_oneway(*errors_.T).pvalue
+        line = f"{loss}: ANOVA p by closure {by_closure:.2f}, by latent seed {by_seed:.2f}"
+        if loss != "L_z":
+            ratios = table[f"{loss} / L_z"]
+            closures = rng.integers(0, len(errors_), (20000, len(errors_)))[..., None]
+            seeds = rng.integers(0, errors_.shape[1], closures.shape[:2] + (errors_.shape[1],))
+            resampled = errors_[closures, seeds].mean((1, 2)) / reference[closures, seeds].mean((1, 2))
+            low, high = np.percentile(resampled, [2.5, 97.5])
+            line += (f"; mean {errors_.mean():.3g}, std {errors_.std():.2g}, pooled mean / L_z's {errors_.mean() / reference.mean():.3g} "
+                     f"(95 % bootstrap {low:.2f}-{high:.2f}); per closure {loss} / L_z: median {ratios.median():.3g}, range "
+                     f"{ratios.min():.3g}-{ratios.max():.3g}, at most 1.5 in {int((ratios <= 1.5).sum())} of {len(ratios)}")
+        print(line)
+    budget = np.array(table["L_z budget per seed"].to_list())
+    print(f"At equal force budget, L_xp / L_z on 320 configurations, pooled: "
+          f"{np.array(table['L_xp per seed'].to_list()).mean() / budget.mean():.3g}; L_xp lower for "
+          f"{int((np.array(table['L_xp per seed'].to_list()) < budget).sum())} of {budget.size} models")
+    if "L_x" in table:
+        paired = np.array(table["L_xp per seed"].to_list()) / np.array(table["L_x per seed"].to_list())
+        print(f"L_xp / L_x, model by model (same closure and seed): median {np.median(paired):.2f}, "
+              f"range {paired.min():.2f}-{paired.max():.2f}")
     ratio = table["L_xp / L_z"]
     for column in ("reconstruction", "median kappa(M)", "F share of trace(M)", "L_z"):
         print(f"Spearman correlation of L_xp / L_z with {column}: {ratio.corr(table[column], method='spearman'):.2f}")
