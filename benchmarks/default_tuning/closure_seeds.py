@@ -6,7 +6,9 @@ then, over all closures and seeds: the pooled ratio of mean errors with a bootst
 and by latent seed (is the closure's draw distinguishable from the latent seed's?), and the
 Spearman correlation of the per-closure ratio with the closure's statistics.
 
-    .venv/bin/python benchmarks/default_tuning/closure_seeds.py results/tune/allen_cahn_closure_seed*
+    .venv/bin/python benchmarks/default_tuning/closure_seeds.py results/tune/allen_cahn_closure_seed{0..7}
+    .venv/bin/python benchmarks/default_tuning/closure_seeds.py results/tune/allen_cahn_closure_seed{0..7}_batch32 \
+        --against results/tune/allen_cahn_closure_seed{0..7}   # a variant, model by model against the base
 """
 
 from __future__ import annotations
@@ -59,11 +61,26 @@ def closure_row(results: Path) -> dict:
     return row
 
 
+def compare(variant: pd.DataFrame, base: pd.DataFrame) -> None:
+    """Print, per loss, the variant's pooled mean error over the base's and how many of its
+    models (same closure and latent seed) beat their base twin."""
+    assert variant["closure seed"].tolist() == base["closure seed"].tolist(), "pass the same closure seeds in order"
+    for loss in ("L_z", "L_xp", "L_z budget"):
+        new, old = (np.array(frame[f"{loss} per seed"].to_list()) for frame in (variant, base))
+        print(f"variant / base, {loss}: pooled {new.mean() / old.mean():.3g}; lower for {int((new < old).sum())} "
+              f"of {new.size} models")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, nargs="+", help="results folders of closure_seeds.sh")
+    parser.add_argument("--against", type=Path, nargs="+", help="the base folders of the same closure seeds, in order")
     args = parser.parse_args()
     table = pd.DataFrame([closure_row(results) for results in args.results]).sort_values("closure seed")
+    if args.against:
+        base = pd.DataFrame([closure_row(results) for results in args.against]).sort_values("closure seed")
+        compare(table, base)
     per_seed = [column for column in table.columns if column.endswith(" per seed") and not column.endswith("/ L_z per seed")]
     print(table.drop(columns=per_seed).to_markdown(index=False, floatfmt=".3g"))
     reference = np.array(table["L_z per seed"].to_list())  # [closure, latent seed]

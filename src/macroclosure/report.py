@@ -125,6 +125,18 @@ def annealing_note(table: pd.DataFrame, label: list[str]) -> str:
             "lower `train.plateau_patience` or raise `train.epochs`):\n\n" + "\n".join(lines) + "\n")
 
 
+def closure_note(config: dict) -> str:
+    """A Markdown line naming the closure each system's rows share. Every seed and ensemble
+    member of a system trains on the one closure of its `closure.seed`, so the table's ± is
+    their spread alone and leaves out how much another closure would move a row (on
+    Allen-Cahn, 8 closures moved L_x,p / L_z of 3 seeds from 1.04 to 2.55:
+    benchmarks/default_tuning/README.md)."""
+    seeds = ", ".join(f"{name} {section['closure']['seed']}" for name, section in config["systems"].items())
+    return (f"\nEach system's rows share one closure (`closure.seed`: {seeds}), so the ± is over latent seeds and "
+            "ensemble members only; the closure's own variability is not in it (rerun with another `closure.seed` to "
+            "see it).\n")
+
+
 def load_baselines(paths: list[str]) -> pd.DataFrame:
     """One row per (baselines.json, baseline): system, units, force_unit, model (the baseline's
     name) and rollout_error, its mean over the test trajectories."""
@@ -306,7 +318,7 @@ def report(metrics_paths: list[str], model_dirs: list[str], baselines_paths: lis
     summary = with_baselines(summarise(metrics), baselines, ["system"])
     summary.to_csv(out / "summary.csv", index=False)
     write_table(summary, "Summary: rollout error and force cost per trained configuration, then the baselines", out / "summary.html")
-    (out / "summary.md").write_text(markdown_table(summary) + budget_sentences(summary)
+    (out / "summary.md").write_text(markdown_table(summary) + closure_note(config) + budget_sentences(summary)
                                     + annealing_note(summary, ["system", "model", "loss", "p", "configurations"]))
     plot_error_against_cost(metrics, baselines, out / "error_vs_force_evaluations.png")
     plot_loss_curves(model_dirs, out / "loss_curves.png")
