@@ -1,5 +1,6 @@
 """Collect the closure-seed runs of `closure_seeds.sh` into one table: per closure seed, the
-Allen-Cahn MLP rollout errors of L_z and L_x,p (and L_x where it ran) over the latent seeds,
+MLP rollout errors of L_z and the other losses that ran (L_x, L_x,p, L_x,p,c, L_z at L_x,p's
+force budget) over the latent seeds,
 the per-seed ratios to L_z, the closure's final losses and its metric (`latent_metric.py`);
 then, over all closures and seeds: the pooled ratio of mean errors with a bootstrap interval
 (closures resampled, then seeds within them), one-way ANOVAs of each loss's error by closure
@@ -25,8 +26,9 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).parent))
 from latent_metric import measure  # noqa: E402
 
-ROWS = {"L_z": "mlp_L_z_p1_seed", "L_x": "mlp_L_x_p1_seed", "L_xp": "mlp_L_xp_p0.2_seed",
-        "L_z budget": "mlp_L_z_p1_c320_seed"}  # L_z on L_x,p's force budget: 320 configurations
+ROWS = {"L_z": "mlp_L_z_p1_seed", "L_x": "mlp_L_x_p1_seed", "L_xp": "mlp_L_xp_p*_seed", "L_xpc": "mlp_L_xpc_p*_seed",
+        "L_z budget": "mlp_L_z_p1_c*_seed"}  # L_z on the partial losses' force budget
+PARTIAL = ("L_xp", "L_xpc")
 
 
 def errors(system_results: Path, prefix: str) -> dict[int, float]:
@@ -39,18 +41,18 @@ def errors(system_results: Path, prefix: str) -> dict[int, float]:
 
 
 def closure_row(results: Path) -> dict:
-    system_results = results / "allen_cahn"
+    (system_results,) = [folder.parent for folder in results.glob("*/closure")]
     closure_seed = json.loads((system_results / "closure" / "hparams.json").read_text())["provenance"]["settings"]["seed"]
     history = pd.read_csv(system_results / "closure" / "history.csv")
     metric = measure(system_results)
     row = {"closure seed": closure_seed, "reconstruction": history["reconstruction"].iloc[-1],
            "median kappa(JJ^T)": np.median(metric["kappa_gram"]),
            "median kappa(M)": np.median(metric["kappa_metric"]),
-           "F share of trace(M)": metric["trace_share"][0]}
+           "observables' share of trace(M)": metric["trace_share"][:metric["observables"]].sum()}
     reference = errors(system_results, ROWS["L_z"])
     row["L_z"] = np.mean(list(reference.values()))
     row["L_z per seed"] = list(reference.values())
-    for loss in ("L_x", "L_xp", "L_z budget"):
+    for loss in ("L_x", *PARTIAL, "L_z budget"):
         found = errors(system_results, ROWS[loss])
         if not found:
             continue
@@ -65,7 +67,7 @@ def compare(variant: pd.DataFrame, base: pd.DataFrame) -> None:
     """Print, per loss, the variant's pooled mean error over the base's and how many of its
     models (same closure and latent seed) beat their base twin."""
     assert variant["closure seed"].tolist() == base["closure seed"].tolist(), "pass the same closure seeds in order"
-    for loss in ("L_z", "L_xp", "L_z budget"):
+    for loss in [loss for loss in ROWS if loss in variant and loss in base]:
         new, old = (np.array(frame[f"{loss} per seed"].to_list()) for frame in (variant, base))
         print(f"variant / base, {loss}: pooled {new.mean() / old.mean():.3g}; lower for {int((new < old).sum())} "
               f"of {new.size} models")
@@ -86,7 +88,7 @@ def main() -> None:
     reference = np.array(table["L_z per seed"].to_list())  # [closure, latent seed]
     print(f"\nL_z over every closure and seed ({reference.size} models): mean {reference.mean():.3g}, std {reference.std():.2g}")
     rng = np.random.default_rng(0)
-    for loss in ("L_z", "L_x", "L_xp", "L_z budget"):
+    for loss in ROWS:
         if loss not in table:
             continue
         errors_ = np.array(table[f"{loss} per seed"].to_list())
@@ -104,15 +106,16 @@ def main() -> None:
                      f"{ratios.min():.3g}-{ratios.max():.3g}, at most 1.5 in {int((ratios <= 1.5).sum())} of {len(ratios)}")
         print(line)
     budget = np.array(table["L_z budget per seed"].to_list())
-    print(f"At equal force budget, L_xp / L_z on 320 configurations, pooled: "
-          f"{np.array(table['L_xp per seed'].to_list()).mean() / budget.mean():.3g}; L_xp lower for "
-          f"{int((np.array(table['L_xp per seed'].to_list()) < budget).sum())} of {budget.size} models")
+    for loss in [loss for loss in PARTIAL if loss in table]:
+        partial = np.array(table[f"{loss} per seed"].to_list())
+        print(f"At equal force budget, {loss} / L_z budget, pooled: {partial.mean() / budget.mean():.3g}; {loss} lower for "
+              f"{int((partial < budget).sum())} of {budget.size} models")
     if "L_x" in table:
         paired = np.array(table["L_xp per seed"].to_list()) / np.array(table["L_x per seed"].to_list())
         print(f"L_xp / L_x, model by model (same closure and seed): median {np.median(paired):.2f}, "
               f"range {paired.min():.2f}-{paired.max():.2f}")
     ratio = table["L_xp / L_z"]
-    for column in ("reconstruction", "median kappa(M)", "F share of trace(M)", "L_z"):
+    for column in ("reconstruction", "median kappa(M)", "observables' share of trace(M)", "L_z"):
         print(f"Spearman correlation of L_xp / L_z with {column}: {ratio.corr(table[column], method='spearman'):.2f}")
 
 

@@ -62,7 +62,7 @@ def measure(system_results: Path, states: int = 200, fraction: float = 0.2) -> d
     lifted = (J.mT @ torch.linalg.solve(gram, (J @ force.unsqueeze(-1)))).squeeze(-1)
     diagonal = torch.diagonal(metric, dim1=-2, dim2=-1)
     return {
-        "system": system_name, "states": len(x), "N": n, "d": J.shape[1], "k": k,
+        "system": system_name, "states": len(x), "N": n, "d": J.shape[1], "k": k, "observables": model.n_observables,
         "kappa_gram": gram_condition_number(gram).numpy(),
         "kappa_metric": gram_condition_number(metric).numpy(),
         "kappa_subset_metric": gram_condition_number(subset_metric).numpy(),
