@@ -109,7 +109,7 @@ def test_pipeline_produces_every_output(pipeline):
     assert (results / "predator_prey/evaluation/onsager_L_xp_p0.2_seed0/rollout.png").is_file()
     markdown = (results / "report/summary.md").read_text()
     assert "| predator_prey | onsager | L_xp | 0.2 |" in markdown
-    assert "share one closure (`closure.seed`: predator_prey 0, heat 0)" in markdown  # the ± leaves the closure out
+    assert "share one closure (`closure.seed`: heat 0, predator_prey 0)" in markdown  # the ± leaves the closure out
     assert (results / "predator_prey/evaluation/mlp_L_z_p1_c12_seed0/rollout.png").is_file()
     assert (results / "benchmarks/predator_prey/simulate_train.tsv").is_file()
     assert (results / "logs/predator_prey/train_mlp_L_z_p1_seed0.log").is_file()

@@ -131,7 +131,7 @@ def closure_note(config: dict) -> str:
     their spread alone and leaves out how much another closure would move a row (on
     Allen-Cahn, 8 closures moved L_x,p / L_z of 3 seeds from 1.04 to 2.55:
     benchmarks/default_tuning/README.md)."""
-    seeds = ", ".join(f"{name} {section['closure']['seed']}" for name, section in config["systems"].items())
+    seeds = ", ".join(f"{name} {section['closure']['seed']}" for name, section in sorted(config["systems"].items()))
     return (f"\nEach system's rows share one closure (`closure.seed`: {seeds}), so the ± is over latent seeds and "
             "ensemble members only; the closure's own variability is not in it (rerun with another `closure.seed` to "
             "see it).\n")
