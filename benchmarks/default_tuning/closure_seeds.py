@@ -40,15 +40,24 @@ def errors(system_results: Path, prefix: str) -> dict[int, float]:
     return found
 
 
-def closure_row(results: Path) -> dict:
+def per_seed(table: pd.DataFrame, loss: str) -> np.ndarray:
+    """A loss's rollout errors as [closure, latent seed]."""
+    return np.array(table[f"{loss} per seed"].to_list())
+
+
+def closure_row(results: Path, with_metric: bool = True) -> dict:
+    """One closure seed's row; `with_metric` False leaves out the closure's statistics (a base
+    run compared against shares its closure with the variant, whose row has them)."""
     (system_results,) = [folder.parent for folder in results.glob("*/closure")]
     closure_seed = json.loads((system_results / "closure" / "hparams.json").read_text())["provenance"]["settings"]["seed"]
-    history = pd.read_csv(system_results / "closure" / "history.csv")
-    metric = measure(system_results)
-    row = {"closure seed": closure_seed, "reconstruction": history["reconstruction"].iloc[-1],
-           "median kappa(JJ^T)": np.median(metric["kappa_gram"]),
-           "median kappa(M)": np.median(metric["kappa_metric"]),
-           "observables' share of trace(M)": metric["trace_share"][:metric["observables"]].sum()}
+    row = {"closure seed": closure_seed}
+    if with_metric:
+        history = pd.read_csv(system_results / "closure" / "history.csv")
+        metric = measure(system_results)
+        row |= {"reconstruction": history["reconstruction"].iloc[-1],
+                "median kappa(JJ^T)": np.median(metric["kappa_gram"]),
+                "median kappa(M)": np.median(metric["kappa_metric"]),
+                "observables' share of trace(M)": metric["trace_share"][:metric["observables"]].sum()}
     reference = errors(system_results, ROWS["L_z"])
     row["L_z"] = np.mean(list(reference.values()))
     row["L_z per seed"] = list(reference.values())
@@ -68,7 +77,7 @@ def compare(variant: pd.DataFrame, base: pd.DataFrame) -> None:
     models (same closure and latent seed) beat their base twin."""
     assert variant["closure seed"].tolist() == base["closure seed"].tolist(), "pass the same closure seeds in order"
     for loss in [loss for loss in ROWS if loss in variant and loss in base]:
-        new, old = (np.array(frame[f"{loss} per seed"].to_list()) for frame in (variant, base))
+        new, old = (per_seed(frame, loss) for frame in (variant, base))
         print(f"variant / base, {loss}: pooled {new.mean() / old.mean():.3g}; lower for {int((new < old).sum())} "
               f"of {new.size} models")
     print()
@@ -81,17 +90,17 @@ def main() -> None:
     args = parser.parse_args()
     table = pd.DataFrame([closure_row(results) for results in args.results]).sort_values("closure seed")
     if args.against:
-        base = pd.DataFrame([closure_row(results) for results in args.against]).sort_values("closure seed")
+        base = pd.DataFrame([closure_row(results, with_metric=False) for results in args.against]).sort_values("closure seed")
         compare(table, base)
-    per_seed = [column for column in table.columns if column.endswith(" per seed") and not column.endswith("/ L_z per seed")]
-    print(table.drop(columns=per_seed).to_markdown(index=False, floatfmt=".3g"))
-    reference = np.array(table["L_z per seed"].to_list())  # [closure, latent seed]
+    seed_lists = [column for column in table.columns if column.endswith(" per seed") and not column.endswith("/ L_z per seed")]
+    print(table.drop(columns=seed_lists).to_markdown(index=False, floatfmt=".3g"))
+    reference = per_seed(table, "L_z")
     print(f"\nL_z over every closure and seed ({reference.size} models): mean {reference.mean():.3g}, std {reference.std():.2g}")
     rng = np.random.default_rng(0)
     for loss in ROWS:
         if loss not in table:
             continue
-        errors_ = np.array(table[f"{loss} per seed"].to_list())
+        errors_ = per_seed(table, loss)
         by_closure = stats.f_oneway(*errors_).pvalue
         by_seed = stats.f_oneway(*errors_.T).pvalue
         line = f"{loss}: ANOVA p by closure {by_closure:.2f}, by latent seed {by_seed:.2f}"
@@ -105,13 +114,13 @@ def main() -> None:
                      f"(95 % bootstrap {low:.2f}-{high:.2f}); per closure {loss} / L_z: median {ratios.median():.3g}, range "
                      f"{ratios.min():.3g}-{ratios.max():.3g}, at most 1.5 in {int((ratios <= 1.5).sum())} of {len(ratios)}")
         print(line)
-    budget = np.array(table["L_z budget per seed"].to_list())
+    budget = per_seed(table, "L_z budget")
     for loss in [loss for loss in PARTIAL if loss in table]:
-        partial = np.array(table[f"{loss} per seed"].to_list())
+        partial = per_seed(table, loss)
         print(f"At equal force budget, {loss} / L_z budget, pooled: {partial.mean() / budget.mean():.3g}; {loss} lower for "
               f"{int((partial < budget).sum())} of {budget.size} models")
     if "L_x" in table:
-        paired = np.array(table["L_xp per seed"].to_list()) / np.array(table["L_x per seed"].to_list())
+        paired = per_seed(table, "L_xp") / per_seed(table, "L_x")
         print(f"L_xp / L_x, model by model (same closure and seed): median {np.median(paired):.2f}, "
               f"range {paired.min():.2f}-{paired.max():.2f}")
     ratio = table["L_xp / L_z"]
